@@ -1,0 +1,145 @@
+"""Checkpoints: model, optimiser, config, epoch and metrics in one file.
+
+Saved atomically (temp file, then rename), so a crash never leaves half a checkpoint.
+Loaded with `torch.load(weights_only=True)`: only tensors and plain containers are
+unpickled, so a checkpoint from somewhere else cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ncf_tune.config import TrainConfig
+from ncf_tune.errors import NcfError
+from ncf_tune.models import GMF, MLP, build
+
+FORMAT = "ncf_tune/1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    config: TrainConfig
+    epoch: int  # epochs completed (1-based: 1 after the first epoch)
+    num_users: int
+    num_items: int
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any] | None
+    metrics: dict[str, float]
+
+    def model(self, device: torch.device | str = "cpu") -> nn.Module:
+        """The model this checkpoint holds, weights loaded, on `device`."""
+        cfg = self.config
+        model = build(cfg.model, self.num_users, self.num_items, cfg.factors, cfg.layers,
+                      cfg.dropout, cfg.init_std)
+        model.load_state_dict(self.model_state)
+        return model.to(device)
+
+
+def save(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+         config: TrainConfig, epoch: int, num_users: int, num_items: int,
+         metrics: dict[str, float] | None = None) -> Path:
+    """Write a checkpoint to `path` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "epoch": epoch,
+        "num_users": num_users,
+        "num_items": num_items,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "metrics": dict(metrics or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike, expect_model: str | None = None) -> Checkpoint:
+    """Read a checkpoint saved by `save`, on the CPU.
+
+    Raises NcfError (one line) when the file is missing, truncated, not an ncf_tune
+    checkpoint, or (with `expect_model`) holds another model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NcfError(f"{path}: checkpoint not found; give the path of a model.pt "
+                       "written by ncf_tune.train or ncf_tune.search")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, arbitrary file
+        raise NcfError(f"{path}: not a readable checkpoint ({type(exc).__name__}); the file "
+                       "may be truncated: retrain or copy it again") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise NcfError(f"{path}: not an ncf_tune checkpoint (no '{FORMAT}' format tag)")
+    config = TrainConfig.from_dict(raw["config"], where=f"{path} (config)")
+    if expect_model is not None and config.model != expect_model:
+        raise NcfError(f"{path}: holds a {config.model.upper()} model, but a "
+                       f"{expect_model.upper()} checkpoint is needed here")
+    return Checkpoint(
+        config=config,
+        epoch=int(raw["epoch"]),
+        num_users=int(raw["num_users"]),
+        num_items=int(raw["num_items"]),
+        model_state=raw["model"],
+        optimizer_state=raw["optimizer"],
+        metrics=dict(raw["metrics"]),
+    )
+
+
+def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
+                    num_items: int) -> None:
+    """Initialise `model` from the checkpoints `config.pretrain_gmf` / `pretrain_mlp`.
+
+    Sizes must match: the pretrained models' user/item counts the data's, GMF factors
+    NeuMF's factors (or the MLP's embedding size), MLP layers NeuMF's layers.
+    """
+    if not (config.pretrain_gmf or config.pretrain_mlp):
+        return
+    gmf = _pretrained(config.pretrain_gmf, "gmf", num_users, num_items) \
+        if config.pretrain_gmf else None
+    if config.model == "mlp":
+        assert isinstance(model, MLP) and isinstance(gmf, GMF)
+        if gmf.user.embedding_dim != config.layers[0] // 2:
+            raise NcfError(f"{config.pretrain_gmf}: GMF has {gmf.user.embedding_dim} factors but "
+                           f"the MLP embeds users in layers[0]/2 = {config.layers[0] // 2}; use "
+                           f"layers starting with {2 * gmf.user.embedding_dim}")
+        model.embeddings_from(gmf)
+        return
+    mlp = _pretrained(config.pretrain_mlp, "mlp", num_users, num_items)
+    assert isinstance(gmf, GMF) and isinstance(mlp, MLP)
+    if gmf.user.embedding_dim != config.factors:
+        raise NcfError(f"{config.pretrain_gmf}: GMF has {gmf.user.embedding_dim} factors, the "
+                       f"NeuMF config says factors={config.factors}; make them equal")
+    mlp_layers = tuple(m.out_features for m in mlp.tower if isinstance(m, nn.Linear))
+    if (2 * mlp.user.embedding_dim,) + mlp_layers != tuple(config.layers):
+        raise NcfError(f"{config.pretrain_mlp}: MLP layers are "
+                       f"{[2 * mlp.user.embedding_dim, *mlp_layers]}, the NeuMF config says "
+                       f"layers={list(config.layers)}; make them equal")
+    model.load_pretrained(gmf, mlp, config.alpha)  # type: ignore[operator]
+
+
+def _pretrained(path: str | None, kind: str, num_users: int, num_items: int) -> nn.Module:
+    ckpt = load(str(path), expect_model=kind)
+    if (ckpt.num_users, ckpt.num_items) != (num_users, num_items):
+        raise NcfError(f"{path}: trained on {ckpt.num_users} users x {ckpt.num_items} items, "
+                       f"the data has {num_users} x {num_items}; pretrain on the same data")
+    try:
+        return ckpt.model()
+    except RuntimeError as exc:
+        raise NcfError(f"{path}: weights do not fit its own config "
+                       f"({str(exc).splitlines()[0]})") from None

@@ -1,0 +1,145 @@
+"""TrainConfig: every hyperparameter of one training run, typed, with the paper's defaults.
+
+The same names are used everywhere: as `python -m ncf_tune.train` options (with dashes),
+as keys of a `--config` YAML, as the parameters a search space may search, and in
+`best_config.yaml`. `TrainConfig.from_dict` is the one place they are checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from ncf_tune.errors import NcfError
+from ncf_tune.models import MODELS
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "neumf"  # gmf | mlp | neumf
+    factors: int = 8  # GMF embedding size: the paper's "predictive factors"
+    layers: tuple[int, ...] = (64, 32, 16, 8)  # MLP tower; layers[0] = user + item embedding
+    epochs: int = 20  # the paper trains 20 epochs at most
+    batch_size: int = 256  # paper: 256; larger batches want a larger lr
+    lr: float = 1e-3  # paper: Adam 1e-3
+    optimizer: str = "adam"  # adam | sgd | rmsprop (the notebook's three)
+    momentum: float = 0.9  # sgd momentum (the notebook's 0.9); rmsprop uses 0, as the notebook
+    l2: float = 0.0  # weight decay on every parameter (the notebook's l2_regularization)
+    num_negatives: int = 4  # negatives per positive and epoch; paper: 4 (3-6 all good)
+    init_std: float = 0.01  # embedding init N(0, std); paper 0.01, Rendle et al. 2020: 0.1
+    dropout: float = 0.0  # after each tower layer; the paper uses none
+    alpha: float = 0.5  # NeuMF from pretrained GMF+MLP: weight of the GMF output (paper: 0.5)
+    seed: int = 0  # fixes initialisation, negatives and batch order
+    pretrain_gmf: str | None = None  # GMF checkpoint: NeuMF's GMF part, or the MLP's embeddings
+    pretrain_mlp: str | None = None  # MLP checkpoint: NeuMF's MLP part
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
+        """Build and validate a config; `where` names the source in error messages.
+
+        Unknown keys, wrong types and out-of-range values raise NcfError with one line
+        naming the key (and the closest valid key for a typo).
+        """
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = (f"; did you mean {close[0]!r}?" if close
+                        else f"; valid keys: {', '.join(known)}")
+                raise NcfError(f"{where}: unknown key {key!r}{hint}")
+            kwargs[key] = _coerce(key, value, where)
+        cfg = cls(**kwargs)
+        cfg.validate(where)
+        return cfg
+
+    def validate(self, where: str = "config") -> None:
+        """Raise NcfError on the first value out of range."""
+        def bad(key: str, why: str) -> NcfError:
+            return NcfError(f"{where}: {key}={getattr(self, key)!r} {why}")
+
+        if self.model not in MODELS:
+            raise bad("model", f"is not one of {', '.join(MODELS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"is not one of {', '.join(OPTIMIZERS)}")
+        for key in ("factors", "epochs", "batch_size", "num_negatives"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be at least 1")
+        if not self.lr > 0:
+            raise bad("lr", "must be > 0")
+        if not self.init_std > 0:
+            raise bad("init_std", "must be > 0")
+        if self.l2 < 0:
+            raise bad("l2", "must be >= 0")
+        if not 0 <= self.dropout < 1:
+            raise bad("dropout", "must be in [0, 1)")
+        if not 0 <= self.alpha <= 1:
+            raise bad("alpha", "must be in [0, 1]")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", "must be in [0, 1)")
+        if self.model != "gmf":
+            if len(self.layers) < 2 or any(n < 1 for n in self.layers):
+                raise bad("layers", "needs at least two positive sizes, e.g. 64,32,16,8")
+            if self.layers[0] % 2:
+                raise bad("layers", "must start with an even size (user + item embedding)")
+        if self.model == "gmf" and (self.pretrain_gmf or self.pretrain_mlp):
+            raise NcfError(f"{where}: a GMF is not built from pretrained models; drop "
+                           "pretrain_gmf/pretrain_mlp")
+        if self.model == "mlp" and self.pretrain_mlp:
+            raise NcfError(f"{where}: pretrain_mlp is for NeuMF; an MLP can take pretrain_gmf")
+        if self.model == "neumf" and bool(self.pretrain_gmf) != bool(self.pretrain_mlp):
+            raise NcfError(f"{where}: NeuMF pretraining needs both pretrain_gmf and pretrain_mlp")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (layers as a list): safe for YAML, JSON and torch.save."""
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Accept what YAML, argparse and Optuna hand over; refuse anything else by name."""
+    default = TrainConfig.__dataclass_fields__[key].default
+    try:
+        if key == "layers":
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(_int(v) for v in value)
+        if key in ("pretrain_gmf", "pretrain_mlp"):
+            return None if value in (None, "") else str(value)
+        if isinstance(default, bool):
+            raise TypeError
+        if isinstance(default, int):
+            return _int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value.lower()
+    except (TypeError, ValueError):
+        kind = "a list of integers" if key == "layers" else type(default).__name__
+        raise NcfError(f"{where}: {key}={value!r} is not {kind}") from None
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError
+    if isinstance(value, str):
+        value = float(value) if "." in value or "e" in value.lower() else int(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError
+    return int(value)

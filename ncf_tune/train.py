@@ -1,0 +1,149 @@
+"""`python -m ncf_tune.train`: train one config, no Ray needed.
+
+    python -m ncf_tune.train --model gmf --data ml-1m --epochs 20 --factors 8
+    python -m ncf_tune.train --config results/neumf-ml1m/neumf/best_config.yaml
+
+Settings come from TrainConfig's defaults, then the --config YAML (same keys as the
+options, with underscores), then the options given on the command line. Prints a line
+per epoch, writes TensorBoard scalars and the final checkpoint (model.pt) under --out,
+scores the test set once at the end, and with --json ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ncf_tune import checkpoint, data, training
+from ncf_tune.cli import Parser, guarded, non_negative_float, positive_float, positive_int
+from ncf_tune.config import OPTIMIZERS, TrainConfig
+from ncf_tune.errors import NcfError
+from ncf_tune.files import read_yaml_mapping, write_text_atomic
+from ncf_tune.models import MODELS
+
+RUN_KEYS = ("data", "device", "out")  # settings of the run, not of the model
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="python -m ncf_tune.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # only flags actually given override --config
+    )
+    p.add_argument("--config", help="YAML of settings (e.g. a search's best_config.yaml)")
+    p.add_argument("--data", help="ml-1m | ml-100k | ml-20m | ratings file | paper split folder "
+                   "(default ml-1m)")
+    p.add_argument("--model", choices=MODELS)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--factors", type=positive_int, help="GMF factors")
+    p.add_argument("--layers", help="MLP tower sizes, comma separated, e.g. 64,32,16,8")
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--num-negatives", type=positive_int)
+    p.add_argument("--l2", type=non_negative_float)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--momentum", type=non_negative_float, help="SGD momentum")
+    p.add_argument("--init-std", type=positive_float, help="embedding init std")
+    p.add_argument("--dropout", type=non_negative_float)
+    p.add_argument("--alpha", type=non_negative_float, help="NeuMF: GMF share of the output")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--pretrain-gmf", help="GMF checkpoint (NeuMF, or MLP embeddings)")
+    p.add_argument("--pretrain-mlp", help="MLP checkpoint (NeuMF)")
+    p.add_argument("--resume", help="checkpoint of this config to continue from")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    p.add_argument("--out", help="folder for model.pt, metrics.json and TensorBoard events "
+                   "(default runs/<model>)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    return p
+
+
+def settings(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+    """Merge defaults < --config file < command line; returns (model config, run settings)."""
+    given = vars(args).copy()
+    merged: dict[str, Any] = {}
+    where = "command line"
+    if "config" in given:
+        where = given.pop("config")
+        merged.update(read_yaml_mapping(where))
+    given.pop("json", None)
+    given.pop("resume", None)
+    merged.update(given)
+    run = {"data": "ml-1m", "device": "auto", "out": None}
+    for key in RUN_KEYS:
+        if key in merged:
+            run[key] = merged.pop(key)
+    cfg = TrainConfig.from_dict(merged, where=where)
+    run["out"] = Path(run["out"] or f"runs/{cfg.model}")
+    return cfg, run
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse `argv`, train, and return the results the --json line prints."""
+    args = parser().parse_args(argv)
+    cfg, run_settings = settings(args)
+    device = training.choose_device(str(run_settings["device"]))
+    out: Path = run_settings["out"]
+    resume = checkpoint.load(args.resume, expect_model=cfg.model) if "resume" in args else None
+    started = time.perf_counter()
+    split = data.prepare(str(run_settings["data"]), seed=cfg.seed)
+    for note in split.notes:
+        print(f"data: {note}", file=sys.stderr)
+
+    from tensorboardX import SummaryWriter  # imported late: a second or so of import time
+
+    out.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(out))
+
+    def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
+        print(f"epoch {res.epoch:3d}/{cfg.epochs}  loss {res.loss:.4f}  val HR@10 {res.hr:.4f}"
+              f"  NDCG@10 {res.ndcg:.4f}  {res.seconds:.1f}s", flush=True)
+        writer.add_scalar("train/loss", res.loss, res.epoch)
+        writer.add_scalar("validation/HR@10", res.hr, res.epoch)
+        writer.add_scalar("validation/NDCG@10", res.ndcg, res.epoch)
+        writer.add_scalar("time/epoch_seconds", res.seconds, res.epoch)
+
+    try:
+        result = training.fit(cfg, split, device, on_epoch=on_epoch, resume=resume)
+    finally:
+        writer.close()
+    if result.diverged:
+        raise NcfError(f"training diverged at epoch {result.history[-1].epoch} (loss is "
+                       f"{result.history[-1].loss}); lower --lr or raise --l2")
+    test_hr, test_ndcg = training.evaluate(result.model, training.to_device(split.test, device))
+    last = result.history[-1] if result.history else None
+    summary = {
+        "model": cfg.model,
+        "epochs": cfg.epochs,
+        "val_hr": last.hr if last else None,
+        "val_ndcg": last.ndcg if last else None,
+        "test_hr": test_hr,
+        "test_ndcg": test_ndcg,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    scores = {k: v for k, v in summary.items() if isinstance(v, float)}
+    checkpoint.save(out / "model.pt", result.model, result.optimizer, cfg, cfg.epochs,
+                    split.num_users, split.num_items, scores)
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    print(f"test HR@10 {test_hr:.4f}  NDCG@10 {test_ndcg:.4f}  -> {out}/model.pt",
+          file=sys.stderr)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    want_json = "--json" in (argv if argv is not None else sys.argv[1:])
+
+    def body() -> int:
+        summary = run(argv)
+        if want_json:
+            print(json.dumps(summary))
+        return 0
+
+    return guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The training engine: one `fit` loop for all three models.
+
+Each epoch: draw fresh negatives (sampling.py), shuffle once, train on slices of the
+shuffled tensors, score the validation set, hand the epoch's figures to `on_epoch`.
+All data stays on the training device; there is no per-sample Dataset or DataLoader.
+
+Determinism: the epoch's negatives, batch order and dropout masks come from a
+generator seeded with (seed, epoch). Nothing random carries over from one epoch to the
+next except the weights and optimiser state, so a run resumed from an epoch-k
+checkpoint ends with the same weights as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ncf_tune import checkpoint as ckpt
+from ncf_tune.config import TrainConfig
+from ncf_tune.data import EvalSet, Split
+from ncf_tune.errors import NcfError
+from ncf_tune.metrics import hit_ratio_ndcg
+from ncf_tune.models import build
+from ncf_tune.sampling import EpochData, NegativeSampler
+
+TOP_K = 10  # HR@10 and NDCG@10, as in the paper
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """`auto` is the current CUDA device when there is one (under Ray Tune: the GPU the
+    trial was given), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NcfError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, SGD or RMSprop with the notebook's settings; L2 as weight decay."""
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.l2)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.l2)
+    # The notebook's RMSprop: alpha 0.99, no momentum (and, there, no L2; here, l2 applies).
+    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.99, weight_decay=cfg.l2)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based: the number of epochs completed
+    loss: float  # mean training loss over the epoch's rows
+    hr: float  # validation HR@10
+    ndcg: float  # validation NDCG@10
+    seconds: float  # wall time of the whole epoch
+    sample_seconds: float
+    train_seconds: float
+    eval_seconds: float
+
+    @property
+    def diverged(self) -> bool:
+        return not math.isfinite(self.loss)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint needs: passed to `on_epoch` after every epoch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    epoch: int
+    num_users: int
+    num_items: int
+
+    def save(self, path: str, metrics: dict[str, float] | None = None) -> None:
+        ckpt.save(path, self.model, self.optimizer, self.config, self.epoch, self.num_users,
+                  self.num_items, metrics)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    history: list[EpochResult] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.history) and self.history[-1].diverged
+
+    def best(self, metric: str = "ndcg") -> EpochResult | None:
+        """The epoch with the highest validation `metric` ("hr" or "ndcg")."""
+        finite = [r for r in self.history if not r.diverged]
+        return max(finite, key=lambda r: getattr(r, metric), default=None)
+
+
+EpochCallback = Callable[[EpochResult, TrainState], None]
+
+
+def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
+        on_epoch: EpochCallback | None = None, resume: ckpt.Checkpoint | None = None) -> FitResult:
+    """Train `cfg.model` on `data` for `cfg.epochs` epochs, scoring validation each epoch.
+
+    on_epoch: called after each epoch with its figures and the state to checkpoint.
+    resume: a checkpoint of this config to continue from (its epoch onward).
+    Returns the trained model and the per-epoch history. Stops early, after reporting
+    it, on an epoch whose loss is NaN or inf (`FitResult.diverged`).
+    """
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    model = build(cfg.model, data.num_users, data.num_items, cfg.factors, cfg.layers,
+                  cfg.dropout, cfg.init_std)
+    start = 0
+    if resume is None:
+        ckpt.load_pretrained(model, cfg, data.num_users, data.num_items)
+    else:
+        model.load_state_dict(resume.model_state)
+        start = resume.epoch
+    model.to(device)
+    optimizer = build_optimizer(model, cfg)
+    if resume is not None and resume.optimizer_state is not None:
+        optimizer.load_state_dict(resume.optimizer_state)
+
+    sampler = NegativeSampler(data.train_users, data.train_items, data.num_items, device)
+    validation = to_device(data.validation, device)
+    result = FitResult(model, optimizer)
+    for epoch in range(start, cfg.epochs):
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks
+        t0 = time.perf_counter()
+        rows = sampler.epoch(cfg.num_negatives, gen)
+        t1 = time.perf_counter()
+        loss = train_epoch(model, optimizer, rows, cfg.batch_size, gen)
+        t2 = time.perf_counter()
+        hr, ndcg = evaluate(model, validation)
+        t3 = time.perf_counter()
+        res = EpochResult(epoch + 1, loss, hr, ndcg, t3 - t0, t1 - t0, t2 - t1, t3 - t2)
+        result.history.append(res)
+        if on_epoch is not None:
+            on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1, data.num_users,
+                                     data.num_items))
+        if res.diverged:
+            break
+    return result
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochData,
+                batch_size: int, generator: torch.Generator) -> float:
+    """One pass over `rows` in a random order; returns the mean loss (NaN if diverged)."""
+    model.train()
+    # Shuffle once, then every batch is a contiguous slice: no gather per batch.
+    perm = torch.randperm(len(rows), device=rows.users.device, generator=generator)
+    users, items, labels = rows.users[perm], rows.items[perm], rows.labels[perm]
+    total = torch.zeros((), device=users.device)
+    for start in range(0, len(users), batch_size):
+        end = start + batch_size
+        logits = model(users[start:end], items[start:end])
+        loss = F.binary_cross_entropy_with_logits(logits, labels[start:end])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(logits)  # no .item() per batch: no device sync
+    return (total / len(users)).item()
+
+
+def to_device(eval_set: EvalSet, device: torch.device | str) -> EvalSet:
+    return EvalSet(eval_set.users.to(device), eval_set.candidates.to(device))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, eval_set: EvalSet, k: int = TOP_K,
+             max_rows: int = 1 << 21) -> tuple[float, float]:
+    """HR@k and NDCG@k of `model` on `eval_set` (scored in chunks of <= max_rows pairs)."""
+    was_training = model.training
+    model.eval()
+    n, c = eval_set.candidates.shape
+    scores = []
+    step = max(1, max_rows // c)
+    for start in range(0, n, step):
+        cand = eval_set.candidates[start:start + step]
+        users = eval_set.users[start:start + step, None].expand_as(cand)
+        s = model(users.reshape(-1), cand.clamp(min=0).reshape(-1)).view(cand.shape)
+        scores.append(s.masked_fill(cand < 0, float("-inf")))  # -1: a dropped duplicate
+    model.train(was_training)
+    if not scores:
+        return 0.0, 0.0
+    return hit_ratio_ndcg(torch.cat(scores), k)
