@@ -177,6 +177,9 @@ def read_ratings(path: Path) -> pd.DataFrame:
     else:
         sep = ","
     fields = first.decode("utf-8", "replace").split(sep)
+    if len(fields) < 2:
+        raise NcfError(f"{path}: line 1 has one field; expected user, item[, rating"
+                       "[, timestamp]] separated by '::', tab or ','")
     has_header = not all(_is_number(f) for f in fields)
     try:
         df = pd.read_csv(io.BytesIO(raw), sep=sep, header=0 if has_header else None)
@@ -201,9 +204,6 @@ def read_ratings(path: Path) -> pd.DataFrame:
         stamp = lower.get("timestamp")
         cols = {"user": user, "item": item, "rating": rating, "timestamp": stamp}
     else:
-        if df.shape[1] < 2:
-            raise NcfError(f"{path}: line 1 has one field; expected user, item[, rating"
-                           "[, timestamp]] separated by '::', tab or ','")
         names = ["user", "item", "rating", "timestamp"]
         cols = {n: (i if i < df.shape[1] else None) for i, n in enumerate(names)}
     if len(df) == 0:

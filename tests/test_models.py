@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ncf_tune import checkpoint
+from ncf_tune.config import TrainConfig
+from ncf_tune.errors import NcfError
+from ncf_tune.models import GMF, MLP, NeuMF, build
+
+NU, NI = 30, 120
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, NU, (64,), generator=g), torch.randint(0, NI, (64,), generator=g)
+
+
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
+def test_models_return_one_logit_per_pair(name):
+    model = build(name, NU, NI, factors=8, layers=(16, 8, 4))
+    out = model(*batch())
+    assert out.shape == (64,)
+    assert out.dtype == torch.float32
+
+
+def test_embedding_init_follows_init_std():
+    assert GMF(2000, 2000, 16, init_std=0.01).user.weight.std().item() == pytest.approx(0.01, 0.05)
+    assert GMF(2000, 2000, 16, init_std=0.1).item.weight.std().item() == pytest.approx(0.1, 0.05)
+
+
+def trained(model: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every weight so a transfer cannot pass by both sides being freshly made."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    return model
+
+
+def test_neumf_from_pretrained_computes_the_alpha_mix_of_gmf_and_mlp():
+    gmf, mlp = trained(GMF(NU, NI, 8)), trained(MLP(NU, NI, (16, 8, 4)))
+    neumf = NeuMF(NU, NI, 8, (16, 8, 4))
+    neumf.load_pretrained(gmf, mlp, alpha=0.3)
+    users, items = batch()
+    want = 0.3 * gmf(users, items) + 0.7 * mlp(users, items)
+    torch.testing.assert_close(neumf(users, items), want)
+    assert torch.equal(neumf.gmf.user.weight, gmf.user.weight)
+    assert torch.equal(neumf.mlp.tower[0].bias, mlp.tower[0].bias)
+
+
+def test_pretrained_checkpoints_are_loaded_into_neumf_and_mlp(tmp_path):
+    gmf, mlp = trained(GMF(NU, NI, 8)), trained(MLP(NU, NI, (16, 8, 4)))
+    gmf_path = checkpoint.save(tmp_path / "gmf.pt", gmf, None, TrainConfig(model="gmf"), 3, NU, NI)
+    mlp_path = checkpoint.save(tmp_path / "mlp.pt", mlp, None,
+                               TrainConfig(model="mlp", layers=(16, 8, 4)), 3, NU, NI)
+    cfg = TrainConfig(model="neumf", factors=8, layers=(16, 8, 4), pretrain_gmf=str(gmf_path),
+                      pretrain_mlp=str(mlp_path))
+    neumf = build("neumf", NU, NI, 8, (16, 8, 4))
+    checkpoint.load_pretrained(neumf, cfg, NU, NI)
+    users, items = batch()
+    want = 0.5 * gmf(users, items) + 0.5 * mlp(users, items)
+    torch.testing.assert_close(neumf(users, items), want)
+
+    mlp_cfg = TrainConfig(model="mlp", layers=(16, 8, 4), pretrain_gmf=str(gmf_path))
+    fresh = build("mlp", NU, NI, 8, (16, 8, 4))
+    checkpoint.load_pretrained(fresh, mlp_cfg, NU, NI)
+    assert torch.equal(fresh.user.weight, gmf.user.weight)
+
+    with pytest.raises(NcfError, match="factors"):
+        checkpoint.load_pretrained(build("neumf", NU, NI, 16, (16, 8, 4)),
+                                   cfg.replace(factors=16), NU, NI)
+    with pytest.raises(NcfError, match="layers"):
+        checkpoint.load_pretrained(build("neumf", NU, NI, 8, (16, 8)),
+                                   cfg.replace(layers=(16, 8)), NU, NI)
+    with pytest.raises(NcfError, match="holds a MLP model"):
+        checkpoint.load_pretrained(neumf, cfg.replace(pretrain_gmf=str(mlp_path)), NU, NI)
+    with pytest.raises(NcfError, match="users x"):
+        checkpoint.load_pretrained(neumf, cfg, NU + 1, NI)
+
+
+def test_bad_checkpoint_files_are_refused_in_one_line(tmp_path):
+    good = checkpoint.save(tmp_path / "good.pt", GMF(NU, NI, 8), None, TrainConfig(model="gmf"),
+                           1, NU, NI)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    for path, expect in [(tmp_path / "missing.pt", "not found"), (truncated, "truncated"),
+                         (other, "not an ncf_tune checkpoint"), (text, "not a readable")]:
+        with pytest.raises(NcfError, match=expect) as err:
+            checkpoint.load(path)
+        assert "\n" not in str(err.value)
+
+
+def test_checkpoint_with_shapes_that_do_not_fit_its_config_is_refused(tmp_path):
+    path = checkpoint.save(tmp_path / "m.pt", GMF(NU, NI, 8), None,
+                           TrainConfig(model="gmf", factors=16), 1, NU, NI)
+    cfg = TrainConfig(model="mlp", layers=(32, 8), pretrain_gmf=str(path))
+    with pytest.raises(NcfError, match="do not fit"):
+        checkpoint.load_pretrained(build("mlp", NU, NI, 8, (32, 8)), cfg, NU, NI)

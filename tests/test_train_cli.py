@@ -1,0 +1,91 @@
+"""`python -m ncf_tune.train` end to end, as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ncf_tune import checkpoint
+
+
+def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ncf_tune.train", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_end_to_end_writes_checkpoint_events_and_json(ratings_file, tmp_path):
+    out = tmp_path / "run"
+    p = train("--model", "gmf", "--data", str(ratings_file), "--epochs", "2", "--factors", "4",
+              "--batch-size", "128", "--out", str(out), "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].startswith("epoch   1/2  loss") and "val HR@10" in lines[0]
+    summary = json.loads(lines[-1])
+    assert set(summary) == {"model", "epochs", "val_hr", "val_ndcg", "test_hr", "test_ndcg",
+                            "seconds"}
+    assert summary["model"] == "gmf" and summary["epochs"] == 2
+    assert 0 <= summary["test_hr"] <= 1
+    ck = checkpoint.load(out / "model.pt")
+    assert ck.config.factors == 4 and ck.epoch == 2
+    assert list(out.glob("events.out.tfevents.*"))
+    assert json.loads((out / "metrics.json").read_text()) == summary
+
+
+def test_config_file_with_command_line_override(ratings_file, tmp_path):
+    cfg = tmp_path / "best_config.yaml"
+    cfg.write_text(yaml.safe_dump({"model": "mlp", "layers": [8, 4], "epochs": 3,
+                                   "batch_size": 256, "data": str(ratings_file)}))
+    p = train("--config", str(cfg), "--epochs", "1", "--out", str(tmp_path / "o"), "--json",
+              cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[-1])["epochs"] == 1
+    assert checkpoint.load(tmp_path / "o" / "model.pt").config.layers == (8, 4)
+
+
+def test_resume_continues_a_finished_run(ratings_file, tmp_path):
+    common = ["--model", "gmf", "--data", str(ratings_file), "--factors", "4", "--json"]
+    a = train(*common, "--epochs", "1", "--out", str(tmp_path / "a"), cwd=tmp_path)
+    b = train(*common, "--epochs", "2", "--resume", str(tmp_path / "a" / "model.pt"),
+              "--out", str(tmp_path / "b"), cwd=tmp_path)
+    full = train(*common, "--epochs", "2", "--out", str(tmp_path / "c"), cwd=tmp_path)
+    assert a.returncode == b.returncode == full.returncode == 0, b.stderr
+    assert b.stdout.startswith("epoch   2/2")
+    assert json.loads(b.stdout.splitlines()[-1])["test_ndcg"] == \
+        json.loads(full.stdout.splitlines()[-1])["test_ndcg"]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--batch-size", "0"], "--batch-size: must be at least 1"),
+    (["--lr", "0"], "--lr: must be > 0"),
+    (["--lr", "-1"], "--lr: must be > 0"),
+    (["--num-negatives", "0"], "--num-negatives: must be at least 1"),
+    (["--epochs", "0"], "--epochs: must be at least 1"),
+    (["--model", "svd"], "invalid choice"),
+    (["--bogus"], "unrecognized arguments"),
+    (["--data", "/does/not/exist"], "neither ml-100k"),
+    (["--layers", "63,8"], "must start with an even size"),
+    (["--model", "neumf", "--pretrain-gmf", "missing.pt", "--pretrain-mlp", "m.pt"],
+     "checkpoint not found"),
+])
+def test_bad_input_is_one_line_exit_2(ratings_file, tmp_path, args, expect):
+    full = ["--data", str(ratings_file), "--epochs", "1", "--out", str(tmp_path / "o"), *args]
+    p = train(*full, cwd=tmp_path)
+    assert p.returncode == 2
+    assert expect in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_bad_config_file_names_the_file_and_key(ratings_file, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: gmf\nlearning_rate: 0.1\n")
+    p = train("--config", str(cfg), "--data", str(ratings_file), cwd=tmp_path)
+    assert p.returncode == 2
+    assert f"{cfg}: unknown key 'learning_rate'" in p.stderr
+    cfg.write_text("model: [gmf\n")
+    p = train("--config", str(cfg), cwd=tmp_path)
+    assert p.returncode == 2 and "not valid YAML" in p.stderr
