@@ -125,7 +125,7 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
     if gmf.user.embedding_dim != config.factors:
         raise NcfError(f"{config.pretrain_gmf}: GMF has {gmf.user.embedding_dim} factors, the "
                        f"NeuMF config says factors={config.factors}; make them equal")
-    mlp_layers = tuple(m.out_features for m in mlp.tower if isinstance(m, nn.Linear))
+    mlp_layers = tuple(m.out_features for m in mlp.tower.linears)
     if (2 * mlp.user.embedding_dim,) + mlp_layers != tuple(config.layers):
         raise NcfError(f"{config.pretrain_mlp}: MLP layers are "
                        f"{[2 * mlp.user.embedding_dim, *mlp_layers]}, the NeuMF config says "

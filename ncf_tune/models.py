@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MODELS = ("gmf", "mlp", "neumf")
@@ -36,16 +37,26 @@ def _output(in_features: int) -> nn.Linear:
     return out
 
 
-def _tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for n_in, n_out in zip(layers[:-1], layers[1:], strict=False):
-        linear = nn.Linear(n_in, n_out)
-        nn.init.xavier_uniform_(linear.weight)  # Glorot, as the paper's Keras code
-        nn.init.zeros_(linear.bias)
-        mods += [linear, nn.ReLU()]
-        if dropout > 0:
-            mods.append(nn.Dropout(dropout))
-    return nn.Sequential(*mods)
+class Tower(nn.Module):
+    """Linear + ReLU layers (+ dropout). Parameter names do not depend on dropout, so a
+    tower trained with dropout loads into one without, and back."""
+
+    def __init__(self, layers: tuple[int, ...], dropout: float = 0.0) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList()
+        for n_in, n_out in zip(layers[:-1], layers[1:], strict=False):
+            linear = nn.Linear(n_in, n_out)
+            nn.init.xavier_uniform_(linear.weight)  # Glorot, as the paper's Keras code
+            nn.init.zeros_(linear.bias)
+            self.linears.append(linear)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear in self.linears:
+            x = F.relu(linear(x))
+            if self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+        return x
 
 
 class GMF(nn.Module):
@@ -69,7 +80,7 @@ class MLP(nn.Module):
         super().__init__()
         self.user = _embedding(num_users, layers[0] // 2, init_std)
         self.item = _embedding(num_items, layers[0] // 2, init_std)
-        self.tower = _tower(tuple(layers), dropout)
+        self.tower = Tower(tuple(layers), dropout)
         self.output = _output(layers[-1])
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,131 @@
+"""results/<experiment>/: what a search leaves behind, written atomically, and read back.
+
+    <stage>/best_config.yaml   the winner as a `python -m ncf_tune.train --config` file
+    <stage>/best_model.pt      the winner's best-epoch checkpoint
+    <stage>/trials.csv         one row per trial: status, best epoch, validation HR/NDCG, config
+    <stage>/summary.json       the winner, its validation and test scores, the stage's key
+    report.md                  a table per stage
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ncf_tune.files import write_text_atomic, write_yaml_atomic
+
+STATUSES = ("completed", "stopped early (ASHA)", "diverged", "error")
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    status: str  # one of STATUSES
+    epochs_run: int
+    best_epoch: int | None  # by the stage metric; None when no epoch finished cleanly
+    val_hr: float | None  # at best_epoch
+    val_ndcg: float | None
+    train_seconds: float  # sum of the trial's epoch times
+    config: dict[str, Any] = field(default_factory=dict)  # the searched params
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    model: str
+    key: str  # spec + data + upstream identity; a rerun with the same key is reused
+    data: str
+    data_fingerprint: str
+    metric: str
+    winner_trial: str
+    best_epoch: int
+    val_hr: float
+    val_ndcg: float
+    test_hr: float  # scored once, here, for the winner
+    test_ndcg: float
+    trials: int
+    statuses: dict[str, int]
+    wall_seconds: float
+    trial_seconds: float  # the trials' own training time, summed
+    best_config: dict[str, Any]
+    searched: list[str] = field(default_factory=list)  # the params the stage searched
+
+    @property
+    def shown(self) -> list[str]:
+        """The winner's keys worth a look: its sizes and what was searched."""
+        sizes = {"gmf": ["factors"], "mlp": ["layers"]}.get(self.model, ["factors", "layers"])
+        return ["model", *sizes, "epochs", *self.searched]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def stage_dir(experiment_dir: Path, stage: str) -> Path:
+    return experiment_dir / stage
+
+
+def read_summary(experiment_dir: Path, stage: str) -> StageSummary | None:
+    """The stage's summary.json, or None if it is missing or unreadable."""
+    path = stage_dir(experiment_dir, stage) / "summary.json"
+    try:
+        return StageSummary(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_stage(experiment_dir: Path, summary: StageSummary, rows: list[TrialRow],
+                best_checkpoint: Path) -> Path:
+    """Write a finished stage's files; summary.json last, so it marks a complete stage."""
+    folder = stage_dir(experiment_dir, summary.stage)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".best_model.pt.tmp"
+    shutil.copyfile(best_checkpoint, tmp)
+    os.replace(tmp, folder / "best_model.pt")
+    write_yaml_atomic(folder / "best_config.yaml", summary.best_config)
+    write_text_atomic(folder / "trials.csv", trials_csv(rows))
+    write_text_atomic(folder / "summary.json", summary.to_json())
+    return folder
+
+
+def trials_csv(rows: list[TrialRow]) -> str:
+    keys = sorted({k for r in rows for k in r.config})
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["trial_id", "status", "epochs_run", "best_epoch", "val_hr", "val_ndcg",
+                "train_seconds", *keys])
+    for r in rows:
+        w.writerow([r.trial_id, r.status, r.epochs_run, _blank(r.best_epoch), _fmt(r.val_hr),
+                    _fmt(r.val_ndcg), f"{r.train_seconds:.2f}", *[r.config.get(k, "")
+                                                                  for k in keys]])
+    return out.getvalue()
+
+
+def write_report(experiment_dir: Path, summaries: list[StageSummary]) -> Path:
+    lines = [f"# {experiment_dir.name}", ""]
+    for s in summaries:
+        counts = ", ".join(f"{n} {k}" for k, n in s.statuses.items() if n)
+        lines += [
+            f"## {s.stage} ({s.model.upper()})", "",
+            f"{s.trials} trials ({counts}); data {s.data} ({s.data_fingerprint}); "
+            f"chosen by validation {s.metric.upper()}@10; {s.wall_seconds:.0f} s wall.", "",
+            "| | HR@10 | NDCG@10 |", "|---|---|---|",
+            f"| validation (epoch {s.best_epoch}) | {s.val_hr:.4f} | {s.val_ndcg:.4f} |",
+            f"| test (scored once) | {s.test_hr:.4f} | {s.test_ndcg:.4f} |", "",
+            "Winner (`best_config.yaml`): " + ", ".join(
+                f"{k}={v}" for k, v in s.best_config.items() if k in s.shown), "",
+        ]
+    return write_text_atomic(experiment_dir / "report.md", "\n".join(lines))
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+def _blank(x: Any) -> str:
+    return "" if x is None else str(x)

@@ -1,0 +1,386 @@
+"""`python -m ncf_tune.search`: tune a chain of stages with Ray Tune, Optuna and ASHA.
+
+    python -m ncf_tune.search --space search_spaces/neumf.yaml
+    python -m ncf_tune.search --space search_spaces/neumf.yaml --num-samples 4 --max-epochs 3
+
+Running a file runs the stages it is pretrained from first (GMF, MLP, then NeuMF), or
+reuses their results when the same stage already ran on the same data. Each stage is
+one Tuner: OptunaSearch (TPE) proposes configs, ASHA stops weak trials at epoch rungs,
+trials run side by side on the CPUs/GPUs Ray sees. The winner of a stage is its best
+epoch over all trials by validation metric; its checkpoint starts the next stage, and
+its test score is computed once, here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ncf_tune import checkpoint as ckpt
+from ncf_tune import data, results, spaces, training
+from ncf_tune.cli import Parser, guarded, positive_int
+from ncf_tune.errors import NcfError
+from ncf_tune.trainable import train_ncf
+
+# Ray Tune reads these when it starts: keep the console readable and let trials start
+# side by side (by default Tune keeps one trial pending at a time with a searcher).
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables, no banners
+
+
+@dataclass(frozen=True)
+class Winner:
+    """What a finished stage hands to the stages downstream of it."""
+
+    stage: str
+    key: str
+    checkpoint: Path  # results/<experiment>/<stage>/best_model.pt
+    summary: results.StageSummary
+
+
+def experiment_name(stage: spaces.Stage) -> str:
+    """<stage>-<data>: neumf-ml-1m for `--data ml-1m`, neumf-ratings for a ratings.csv."""
+    source = stage.data if stage.data in data.ARCHIVES else Path(stage.data).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stage.name}-{source}").strip("-")
+
+
+def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
+              results_dir: str | os.PathLike = "results", experiment: str | None = None,
+              num_samples: int | None = None, max_epochs: int | None = None,
+              seed: int | None = None, cpus: int | None = None, gpus: int | None = None,
+              address: str | None = None, resume: bool = False,
+              force: bool = False) -> list[results.StageSummary]:
+    """Run the stage in `space` and its upstream stages; returns one summary per stage.
+
+    The keyword arguments are the CLI's options (see `python -m ncf_tune.search --help`);
+    num_samples, max_epochs, data_source and seed override every stage of the chain.
+    """
+    overrides = {"num_samples": num_samples, "max_epochs": max_epochs, "data": data_source,
+                 "seed": seed}
+    chain = spaces.load_chain(space, overrides)
+    last = chain[-1]
+    exp_dir = Path(results_dir).expanduser().resolve() / (experiment or experiment_name(last))
+    with _experiment_lock(exp_dir):
+        t = time.perf_counter()
+        split = data.prepare(last.data, seed=last.seed)
+        print(f"data: {last.data}: {split.num_users} users, {split.num_items} items, "
+              f"{len(split.train_users)} train positives ({time.perf_counter() - t:.1f} s)")
+        for note in split.notes:
+            print(f"data: {note}")
+        _start_ray(address, cpus, gpus)
+        chain = _check_resources(chain)
+        winners: dict[str, Winner] = {}
+        summaries = []
+        for stage in chain:
+            upstream = {kind: winners[_stage_of(chain, p).name] for kind, p in
+                        stage.pretrain.items()}
+            key = stage.key(split.fingerprint, {k: w.key for k, w in upstream.items()})
+            previous = results.read_summary(exp_dir, stage.name)
+            if previous is not None and previous.key == key and not force:
+                print(f"[{stage.name}] reusing {exp_dir / stage.name} (same spec, data and "
+                      f"upstream): val {stage.metric.upper()}@10 "
+                      f"{getattr(previous, 'val_' + stage.metric):.4f}")
+                summary = previous
+            else:
+                summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
+                                    force=force)
+            summaries.append(summary)
+            winners[stage.name] = Winner(stage.name, key,
+                                         exp_dir / stage.name / "best_model.pt", summary)
+        report = results.write_report(exp_dir, summaries)
+        print(f"done: {report}; tensorboard --logdir {exp_dir}")
+        return summaries
+
+
+def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
+              upstream: dict[str, Winner], key: str, resume: bool = False,
+              force: bool = False) -> results.StageSummary:
+    """One Tuner for one stage; writes the stage's results and returns its summary."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = exp_dir / stage.name
+    tune_dir = folder / "tune"
+    param_space = {**stage.tune_space(), **_stage_config(stage, upstream)}
+    trainable = tune.with_resources(tune.with_parameters(train_ncf, data=split),
+                                    {"cpu": stage.cpu, "gpu": stage.gpu})
+    printer = TrialPrinter(stage)
+    started = time.perf_counter()
+    if tune_dir.exists() and resume and tune.Tuner.can_restore(str(tune_dir)):
+        print(f"[{stage.name}] resuming the interrupted search in {tune_dir}")
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True,
+                                   param_space=param_space)
+    else:
+        if tune_dir.exists():
+            if not force and not resume:
+                raise NcfError(f"{tune_dir}: an earlier search of stage {stage.name} did not "
+                               "finish; pass --resume to continue it or --force to start over")
+            shutil.rmtree(tune_dir)
+        print(f"[{stage.name}] {stage.num_samples} trials of {stage.model.upper()}, up to "
+              f"{stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per trial")
+        searcher = OptunaSearch(
+            metric=stage.metric, mode=stage.mode,
+            sampler=optuna.samplers.TPESampler(seed=stage.searcher.seed,
+                                               n_startup_trials=stage.searcher.n_startup_trials),
+            points_to_evaluate=[dict(p) for p in stage.searcher.points_to_evaluate] or None,
+        )
+        if stage.scheduler.type == "asha":
+            scheduler = ASHAScheduler(time_attr="epoch", max_t=stage.max_epochs,
+                                      grace_period=min(stage.scheduler.grace_period,
+                                                       stage.max_epochs),
+                                      reduction_factor=stage.scheduler.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode,
+                                        search_alg=searcher, scheduler=scheduler,
+                                        num_samples=stage.num_samples, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(folder), verbose=0, callbacks=[printer],
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=stage.metric,
+                    checkpoint_score_order=stage.mode),
+                failure_config=tune.FailureConfig(max_failures=2),
+            ),
+        )
+    grid = tuner.fit()
+    rows, best = _collect(grid, stage)
+    if best is None:
+        raise NcfError(f"[{stage.name}] no trial finished an epoch (see {tune_dir}); check "
+                       "the errors there, or lower lr if every trial diverged")
+    best_result, best_row = best
+    best_ckpt = best_result.get_best_checkpoint(stage.metric, stage.mode)
+    model_file = Path(best_ckpt.path) / "model.pt"
+    winner = ckpt.load(model_file, expect_model=stage.model)
+    test_hr, test_ndcg = training.evaluate(winner.model(), split.test)
+    best_config = {**winner.config.replace(epochs=winner.epoch).to_dict(), "data": stage.data}
+    for k in ("pretrain_gmf", "pretrain_mlp"):
+        if best_config[k] is None:
+            del best_config[k]
+    statuses = {s: sum(r.status == s for r in rows) for s in results.STATUSES}
+    summary = results.StageSummary(
+        stage=stage.name, model=stage.model, key=key, data=stage.data,
+        data_fingerprint=split.fingerprint, metric=stage.metric,
+        winner_trial=best_row.trial_id, best_epoch=int(best_row.best_epoch or 0),
+        val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
+        test_hr=test_hr, test_ndcg=test_ndcg, trials=len(rows), statuses=statuses,
+        wall_seconds=round(time.perf_counter() - started, 2),
+        trial_seconds=round(sum(r.train_seconds for r in rows), 2), best_config=best_config,
+        searched=[k for k, p in stage.params.items() if p.kind != "fixed"],
+    )
+    results.write_stage(exp_dir, summary, rows, model_file)
+    print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
+          f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
+          f"NDCG@10 {test_ndcg:.4f} | {', '.join(f'{n} {s}' for s, n in statuses.items() if n)}"
+          f" | {summary.wall_seconds:.0f} s -> {folder}")
+    return summary
+
+
+def _stage_config(stage: spaces.Stage, upstream: dict[str, Winner]) -> dict[str, Any]:
+    """Fixed keys every trial of the stage gets: model, epochs, seed, pretrained inputs."""
+    config: dict[str, Any] = {"model": stage.model, "epochs": stage.max_epochs,
+                              "seed": stage.seed}
+    for kind, winner in upstream.items():
+        config[f"pretrain_{kind}"] = str(winner.checkpoint)
+        if stage.model == "neumf":  # sizes must match the weights copied in
+            for name in spaces.INHERITED[kind]:
+                value = winner.summary.best_config[name]
+                config[name] = ",".join(map(str, value)) if name == "layers" else value
+    if stage.model == "mlp" and "gmf" in upstream:
+        factors = upstream["gmf"].summary.best_config["factors"]
+        layers = stage.params.get("layers")
+        values = [] if layers is None else (layers.args if layers.kind in ("fixed", "choice")
+                                            else [])
+        for v in values or ["64,32,16,8"]:
+            first = int(str(v).split(",")[0])
+            if first != 2 * factors:
+                raise NcfError(f"{stage.path}: params.layers {v} must start with "
+                               f"{2 * factors} (2 x the GMF winner's {factors} factors) to take "
+                               "its embeddings; fix gmf's factors or drop pretrain.gmf")
+    return config
+
+
+def _collect(grid: Any, stage: spaces.Stage) -> tuple[list[results.TrialRow], Any]:
+    """Rows for trials.csv, and the (result, row) of the best epoch over all trials."""
+    rows, best, best_value = [], None, None
+    sign = 1 if stage.mode == "max" else -1
+    searched = [k for k, p in stage.params.items() if p.kind != "fixed"]
+    for res in grid:
+        trial_id = str(res.metrics.get("trial_id") or Path(res.path).name)
+        df = res.metrics_dataframe
+        epochs_run = 0 if df is None or df.empty else int(df["epoch"].max())
+        clean = df[~df["diverged"].astype(bool)] if df is not None and not df.empty else None
+        diverged = df is not None and not df.empty and bool(df["diverged"].iloc[-1])
+        if res.error is not None:
+            status = "error"
+        elif diverged:
+            status = "diverged"
+        elif epochs_run < stage.max_epochs:
+            status = "stopped early (ASHA)"
+        else:
+            status = "completed"
+        row = results.TrialRow(trial_id, status, epochs_run, None, None, None,
+                               float(df["seconds"].sum()) if df is not None and not df.empty
+                               else 0.0, {k: res.config.get(k) for k in searched})
+        if clean is not None and not clean.empty:
+            top = clean.loc[(clean[stage.metric] * sign).idxmax()]
+            row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
+                float(top["ndcg"])
+            value = sign * float(top[stage.metric])
+            if res.get_best_checkpoint(stage.metric, stage.mode) is not None and (
+                    best_value is None or value > best_value):
+                best, best_value = (res, row), value
+        rows.append(row)
+    return rows, best
+
+
+class TrialPrinter(tune.Callback):
+    """A line per finished trial, instead of Ray's tables."""
+
+    def __init__(self, stage: spaces.Stage) -> None:
+        self.stage = stage
+        self.best: dict[str, tuple[float, int]] = {}
+        self.done = 0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        value = result.get(self.stage.metric)
+        if value is not None and not result.get("diverged"):
+            old = self.best.get(trial.trial_id)
+            if old is None or value > old[0]:
+                self.best[trial.trial_id] = (value, int(result["epoch"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        last = trial.last_result or {}
+        status = ("diverged" if last.get("diverged") else
+                  "completed" if last.get("epoch", 0) >= self.stage.max_epochs
+                  else "stopped by ASHA")
+        self._line(trial, status)
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._line(trial, "failed")
+
+    def _line(self, trial: Any, status: str) -> None:
+        stage = self.stage
+        self.done += 1
+        value, epoch = self.best.get(trial.trial_id, (float("nan"), 0))
+        params = " ".join(f"{k}={_short(v)}" for k, v in trial.config.items()
+                          if k in stage.params and stage.params[k].kind != "fixed")
+        print(f"[{stage.name}] trial {self.done}/{stage.num_samples} {status}: best "
+              f"{stage.metric.upper()}@10 {value:.4f} (epoch {epoch}) {params}", flush=True)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _stage_of(chain: list[spaces.Stage], path: Path) -> spaces.Stage:
+    return next(s for s in chain if s.path == path.resolve())
+
+
+class _experiment_lock:
+    """One search per experiment folder at a time (an flock on <experiment>/.lock)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __enter__(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.folder / ".lock", "w")  # noqa: SIM115
+        except OSError as exc:
+            raise NcfError(f"{self.folder}: cannot write results here ({exc.strerror}); pass "
+                           "--results DIR with a writable folder") from None
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise NcfError(f"{self.folder}: another search is writing to this experiment; "
+                           "wait for it, or pass --experiment NAME to use another folder") from None
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> None:
+    if ray.is_initialized():
+        return
+    # Workers import ncf_tune: make sure they find it even when it is not pip-installed.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "log_to_driver": False,
+                              "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=cpus, num_gpus=gpus)
+    ray.init(**kwargs)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(slots))
+
+
+def _check_resources(chain: list[spaces.Stage]) -> list[spaces.Stage]:
+    """Refuse a stage that asks for more per trial than the cluster has; settle gpu."""
+    have = ray.cluster_resources()
+    settled = []
+    for stage in chain:
+        if stage.gpu is None:  # two trials per GPU when there is one, as NVIDIA's NCF fits
+            stage = dataclasses.replace(stage, gpu=0.5 if have.get("GPU", 0) >= 1 else 0.0)
+        settled.append(stage)
+        for name, want in (("cpu", stage.cpu), ("gpu", stage.gpu)):
+            got = have.get(name.upper(), 0)
+            if want > got:
+                raise NcfError(f"{stage.path}: resources.{name}={want:g} per trial, but the Ray "
+                               f"cluster has {got:g}; lower it (or --{name}s N, --address)")
+    return settled
+
+
+def parser() -> Parser:
+    p = Parser(prog="python -m ncf_tune.search", description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", required=True, help="a stage's YAML file (search_spaces/*.yaml)")
+    p.add_argument("--data", help="data source for every stage (overrides the files')")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--experiment", help="subfolder name (default <stage>-<data>)")
+    p.add_argument("--num-samples", type=positive_int, help="trials per stage, every stage")
+    p.add_argument("--max-epochs", type=positive_int, help="epochs per trial, every stage")
+    p.add_argument("--seed", type=int, help="data split and training seed, every stage")
+    p.add_argument("--cpus", type=positive_int, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--gpus", type=int, help="GPUs for a local Ray (default: all)")
+    p.add_argument("--address", help="join a running Ray cluster: auto or ray://host:10001")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--force", action="store_true", help="rerun stages even if results exist")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return guarded(lambda: _main(args))
+
+
+def _main(args: Any) -> int:
+    run_chain(args.space, data_source=args.data, results_dir=args.results,
+              experiment=args.experiment, num_samples=args.num_samples,
+              max_epochs=args.max_epochs, seed=args.seed, cpus=args.cpus, gpus=args.gpus,
+              address=args.address, resume=args.resume, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
