@@ -1,0 +1,182 @@
+"""The whole chain under real Ray Tune, Optuna and ASHA, on tiny generated data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+import yaml
+from conftest import make_ratings, write_dat
+
+from ncf_tune import checkpoint, search
+from ncf_tune.errors import NcfError
+
+GMF = """
+model: gmf
+data: {data}
+params:
+  factors: 4
+  lr: {{loguniform: [1.0e-3, 5.0e-2]}}
+  batch_size: 128
+num_samples: 4
+max_epochs: 4
+searcher: {{seed: 1, n_startup_trials: 2}}
+scheduler: {{grace_period: 1, reduction_factor: 2}}
+"""
+MLP = """
+model: mlp
+data: {data}
+params:
+  layers: {{choice: [[16, 8], [8, 4]]}}
+  lr: {{loguniform: [1.0e-3, 5.0e-2]}}
+  batch_size: 128
+num_samples: 4
+max_epochs: 4
+scheduler: {{grace_period: 1, reduction_factor: 2}}
+"""
+# A learning rate of ~0 keeps NeuMF's weights where pretraining put them, so the
+# winner's checkpoint shows what the chain handed down.
+NEUMF = """
+model: neumf
+data: {data}
+pretrain: {{gmf: gmf.yaml, mlp: mlp.yaml}}
+params:
+  lr: {{choice: [1.0e-12, 2.0e-12]}}
+  alpha: 0.3
+  batch_size: 128
+num_samples: 2
+max_epochs: 1
+scheduler: {{type: none}}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, ray_local):
+    folder = tmp_path_factory.mktemp("search")
+    ratings = write_dat(folder / "ratings.dat", make_ratings(num_users=120, num_items=150))
+    for name, text in (("gmf", GMF), ("mlp", MLP), ("neumf", NEUMF)):
+        (folder / f"{name}.yaml").write_text(text.format(data=ratings))
+    summaries = search.run_chain(folder / "neumf.yaml", results_dir=folder / "results",
+                                 experiment="exp")
+    return folder, folder / "results" / "exp", summaries
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_chain_writes_every_results_file(chain):
+    _, exp, summaries = chain
+    assert [s.stage for s in summaries] == ["gmf", "mlp", "neumf"]
+    for s in summaries:
+        folder = exp / s.stage
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["stage"] == s.stage and 0 <= summary["test_ndcg"] <= 1
+        assert summary["trial_seconds"] > 0 and summary["wall_seconds"] > 0
+        trials = rows(folder / "trials.csv")
+        assert len(trials) == summary["trials"]
+        best = max(float(r["val_ndcg"]) for r in trials if r["val_ndcg"])
+        assert summary["val_ndcg"] == pytest.approx(best, abs=1e-4)  # best epoch of all trials
+        ck = checkpoint.load(folder / "best_model.pt", expect_model=summary["model"])
+        assert ck.epoch == summary["best_epoch"] and ck.metrics["ndcg"] == summary["val_ndcg"]
+    report = (exp / "report.md").read_text()
+    assert "## gmf (GMF)" in report and "## neumf (NEUMF)" in report
+
+
+def test_asha_stops_at_least_one_trial(chain):
+    _, exp, _ = chain
+    statuses = [r["status"] for stage in ("gmf", "mlp") for r in rows(exp / stage / "trials.csv")]
+    assert "stopped early (ASHA)" in statuses
+    stopped = [r for r in rows(exp / "gmf" / "trials.csv") if r["status"].startswith("stopped")]
+    assert all(int(r["epochs_run"]) < 4 for r in stopped)
+
+
+def test_neumf_starts_from_the_upstream_winners_weights(chain):
+    _, exp, _ = chain
+    gmf = checkpoint.load(exp / "gmf" / "best_model.pt").model()
+    mlp = checkpoint.load(exp / "mlp" / "best_model.pt").model()
+    neumf_ck = checkpoint.load(exp / "neumf" / "best_model.pt")
+    neumf = neumf_ck.model()
+    assert neumf_ck.config.pretrain_gmf == str(exp / "gmf" / "best_model.pt")
+    assert neumf_ck.config.layers == tuple(
+        yaml.safe_load((exp / "mlp" / "best_config.yaml").read_text())["layers"])
+    close = {"atol": 1e-6, "rtol": 0}
+    torch.testing.assert_close(neumf.gmf.user.weight, gmf.user.weight, **close)
+    torch.testing.assert_close(neumf.mlp.item.weight, mlp.item.weight, **close)
+    torch.testing.assert_close(neumf.mlp.tower.linears[0].weight, mlp.tower.linears[0].weight,
+                               **close)
+    want = torch.cat([0.3 * gmf.output.weight, 0.7 * mlp.output.weight], dim=-1)
+    torch.testing.assert_close(neumf.output.weight, want, **close)
+
+
+def test_best_config_retrains_with_ncf_tune_train(chain, tmp_path):
+    _, exp, _ = chain
+    config = exp / "neumf" / "best_config.yaml"
+    p = subprocess.run([sys.executable, "-m", "ncf_tune.train", "--config", str(config),
+                        "--out", str(tmp_path / "retrain"), "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout.splitlines()[-1])
+    summary = json.loads((exp / "neumf" / "summary.json").read_text())
+    assert result["model"] == "neumf" and result["epochs"] == summary["best_epoch"]
+    # Same config, same seed, same data: the retrained model scores what the search saw.
+    assert result["val_ndcg"] == pytest.approx(summary["val_ndcg"], abs=1e-6)
+
+
+def test_tensorboard_event_files_hold_hr_ndcg_and_hparams(chain):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, exp, _ = chain
+    events = sorted((exp / "gmf" / "tune").glob("*/events.out.tfevents.*"))
+    assert len(events) == 4
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"ray/tune/hr", "ray/tune/ndcg", "ray/tune/loss"} <= set(tags)
+    steps = [e.step for e in acc.Scalars("ray/tune/ndcg")]
+    assert steps == list(range(1, len(steps) + 1))
+    assert "_hparams_/experiment" in acc.summary_metadata
+
+
+def test_second_run_reuses_upstream_stages(chain, capsys):
+    folder, exp, summaries = chain
+    (folder / "neumf2.yaml").write_text((folder / "neumf.yaml").read_text()
+                                        .replace("alpha: 0.3", "alpha: 0.6"))
+    gmf_mtime = (exp / "gmf" / "summary.json").stat().st_mtime_ns
+    again = search.run_chain(folder / "neumf2.yaml", results_dir=folder / "results",
+                             experiment="exp")
+    out = capsys.readouterr().out
+    assert "[gmf] reusing" in out and "[mlp] reusing" in out
+    assert "[neumf2] 2 trials" in out
+    assert (exp / "gmf" / "summary.json").stat().st_mtime_ns == gmf_mtime
+    assert again[0] == summaries[0]
+
+
+def test_resources_beyond_the_cluster_are_refused(chain):
+    folder, _, _ = chain
+    (folder / "big.yaml").write_text((folder / "gmf.yaml").read_text()
+                                     + "resources: {cpu: 64}\n")
+    with pytest.raises(NcfError, match=r"resources.cpu=64 per trial, but the Ray cluster has 2"):
+        search.run_chain(folder / "big.yaml", results_dir=folder / "results", experiment="big")
+
+
+def test_a_second_search_on_the_same_experiment_is_refused(chain):
+    folder, exp, _ = chain
+    with search._experiment_lock(exp):
+        with pytest.raises(NcfError, match="another search is writing to this experiment"):
+            search.run_chain(folder / "gmf.yaml", results_dir=folder / "results",
+                             experiment="exp")
