@@ -39,14 +39,15 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def guarded(main: Callable[[], int]) -> int:
+def guarded(main: Callable[[], int], interrupted: str = "interrupted") -> int:
     """Run a CLI body: an NcfError becomes 'error: ...' on stderr and exit code 2,
-    Ctrl-C exit code 130; anything else is a bug and keeps its traceback."""
+    Ctrl-C one line (the exception's own text, else `interrupted`) and exit code 130;
+    anything else is a bug and keeps its traceback."""
     try:
         return main()
     except NcfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"stopped: {exc}" if str(exc) else interrupted, file=sys.stderr)
         return 130

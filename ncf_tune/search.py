@@ -19,8 +19,11 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,16 @@ from ncf_tune.trainable import train_ncf
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables, no banners
+# Tune's own Ctrl-C handler stops every trial and marks it finished, so a resumed search
+# would not rerun them. Without it, Ctrl-C (and SIGTERM, below) leave Tune's state as
+# its last snapshot, just like a killed driver, and --resume picks up from there.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+
+MIN_FREE_BYTES = 256 * 2**20  # checkpoints of a few trials; refuse before trials start
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """The search stopped before a stage finished (Ctrl-C, SIGTERM); --resume goes on."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +77,14 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
               results_dir: str | os.PathLike = "results", experiment: str | None = None,
               num_samples: int | None = None, max_epochs: int | None = None,
               seed: int | None = None, cpus: int | None = None, gpus: int | None = None,
-              address: str | None = None, resume: bool = False,
-              force: bool = False) -> list[results.StageSummary]:
+              address: str | None = None, resume: bool = False, force: bool = False,
+              trainable: Callable[..., None] = train_ncf) -> list[results.StageSummary]:
     """Run the stage in `space` and its upstream stages; returns one summary per stage.
 
     The keyword arguments are the CLI's options (see `python -m ncf_tune.search --help`);
     num_samples, max_epochs, data_source and seed override every stage of the chain.
+    trainable: the function each trial runs, `train_ncf(config, data)` or a wrapper of it.
+    Raises NcfError for bad input, SearchInterrupted when a stage was stopped early.
     """
     overrides = {"num_samples": num_samples, "max_epochs": max_epochs, "data": data_source,
                  "seed": seed}
@@ -83,46 +98,60 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
               f"{len(split.train_users)} train positives ({time.perf_counter() - t:.1f} s)")
         for note in split.notes:
             print(f"data: {note}")
-        _start_ray(address, cpus, gpus)
-        chain = _check_resources(chain)
-        winners: dict[str, Winner] = {}
-        summaries = []
-        for stage in chain:
-            upstream = {kind: winners[_stage_of(chain, p).name] for kind, p in
-                        stage.pretrain.items()}
-            key = stage.key(split.fingerprint, {k: w.key for k, w in upstream.items()})
-            previous = results.read_summary(exp_dir, stage.name)
-            if previous is not None and previous.key == key and not force:
-                print(f"[{stage.name}] reusing {exp_dir / stage.name} (same spec, data and "
-                      f"upstream): val {stage.metric.upper()}@10 "
-                      f"{getattr(previous, 'val_' + stage.metric):.4f}")
-                summary = previous
-            else:
-                summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
-                                    force=force)
-            summaries.append(summary)
-            winners[stage.name] = Winner(stage.name, key,
-                                         exp_dir / stage.name / "best_model.pt", summary)
-        report = results.write_report(exp_dir, summaries)
-        print(f"done: {report}; tensorboard --logdir {exp_dir}")
-        return summaries
+        started_here = _start_ray(address, cpus, gpus)
+        try:
+            return _run_stages(chain, split, exp_dir, resume, force, trainable)
+        except KeyboardInterrupt:
+            # Trials are still running in Ray's workers: stop them before exiting, or
+            # the interpreter waits for Tune's threads forever.
+            if started_here:
+                ray.shutdown()
+            raise
+
+
+def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path, resume: bool,
+                force: bool, trainable: Callable[..., None]) -> list[results.StageSummary]:
+    """The stages of a chain, upstream first; a stage already run is reused."""
+    chain = _check_resources(chain)
+    winners: dict[str, Winner] = {}
+    summaries = []
+    for stage in chain:
+        upstream = {kind: winners[_stage_of(chain, p).name] for kind, p in
+                    stage.pretrain.items()}
+        key = stage.key(split.fingerprint, {k: w.key for k, w in upstream.items()})
+        previous = results.read_summary(exp_dir, stage.name)
+        if previous is not None and previous.key == key and not force:
+            print(f"[{stage.name}] reusing {exp_dir / stage.name} (same spec, data and "
+                  f"upstream): val {stage.metric.upper()}@10 "
+                  f"{getattr(previous, 'val_' + stage.metric):.4f}")
+            summary = previous
+        else:
+            summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
+                                force=force, trainable=trainable)
+        summaries.append(summary)
+        winners[stage.name] = Winner(stage.name, key,
+                                     exp_dir / stage.name / "best_model.pt", summary)
+    report = results.write_report(exp_dir, summaries)
+    print(f"done: {report}; tensorboard --logdir {exp_dir}")
+    return summaries
 
 
 def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               upstream: dict[str, Winner], key: str, resume: bool = False,
-              force: bool = False) -> results.StageSummary:
+              force: bool = False,
+              trainable: Callable[..., None] = train_ncf) -> results.StageSummary:
     """One Tuner for one stage; writes the stage's results and returns its summary."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = exp_dir / stage.name
     tune_dir = folder / "tune"
     param_space = {**stage.tune_space(), **_stage_config(stage, upstream)}
-    trainable = tune.with_resources(tune.with_parameters(train_ncf, data=split),
-                                    {"cpu": stage.cpu, "gpu": stage.gpu})
+    trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split),
+                                   {"cpu": stage.cpu, "gpu": stage.gpu})
     printer = TrialPrinter(stage)
     started = time.perf_counter()
     if tune_dir.exists() and resume and tune.Tuner.can_restore(str(tune_dir)):
         print(f"[{stage.name}] resuming the interrupted search in {tune_dir}")
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_errored=True,
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trial_fn, resume_errored=True,
                                    param_space=param_space)
     else:
         if tune_dir.exists():
@@ -146,7 +175,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         else:
             scheduler = FIFOScheduler()
         tuner = tune.Tuner(
-            trainable,
+            trial_fn,
             param_space=param_space,
             tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode,
                                         search_alg=searcher, scheduler=scheduler,
@@ -160,6 +189,11 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
             ),
         )
     grid = tuner.fit()
+    # A stage with unfinished trials is not a result: nothing is written for it.
+    if grid.num_terminated + grid.num_errors < stage.num_samples:
+        raise SearchInterrupted(f"[{stage.name}] interrupted with "
+                                f"{grid.num_terminated + grid.num_errors} of {stage.num_samples}"
+                                " trials finished; run the same command with --resume to go on")
     rows, best = _collect(grid, stage)
     if best is None:
         raise NcfError(f"[{stage.name}] no trial finished an epoch (see {tune_dir}); check "
@@ -306,6 +340,12 @@ class _experiment_lock:
         except OSError as exc:
             raise NcfError(f"{self.folder}: cannot write results here ({exc.strerror}); pass "
                            "--results DIR with a writable folder") from None
+        free = shutil.disk_usage(self.folder).free
+        if free < MIN_FREE_BYTES:
+            self.handle.close()
+            raise NcfError(f"{self.folder}: only {free / 2**20:.0f} MiB free; a search needs at "
+                           f"least {MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints: free some "
+                           "space or pass --results DIR on another disk")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -318,9 +358,10 @@ class _experiment_lock:
         self.handle.close()
 
 
-def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> None:
+def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> bool:
+    """Start (or join) Ray unless it is running; True when this call started it."""
     if ray.is_initialized():
-        return
+        return False
     # Workers import ncf_tune: make sure they find it even when it is not pip-installed.
     package_root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
@@ -332,8 +373,13 @@ def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> None:
     else:
         kwargs.update(num_cpus=cpus, num_gpus=gpus)
     ray.init(**kwargs)
+    # ray.init puts in a SIGTERM handler that aborts the process; ours stops the search
+    # like Ctrl-C does, so that a scheduler ending the job leaves a resumable search.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(slots))
+    return True
 
 
 def _check_resources(chain: list[spaces.Stage]) -> list[spaces.Stage]:
@@ -371,7 +417,13 @@ def parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return guarded(lambda: _main(args))
+    return guarded(lambda: _main(args), interrupted="stopped before the search finished; run "
+                   "the same command with --resume to go on (finished trials are kept)")
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler ending the job) stops the search like Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def _main(args: Any) -> int:

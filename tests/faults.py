@@ -1,0 +1,44 @@
+"""Trainables that fail on purpose, for the robustness tests. They wrap the real
+`train_ncf` and run inside real Ray trials (the tests put this folder on the workers'
+PYTHONPATH). Markers in $NCF_TUNE_TEST_MARKERS remember what already happened, since a
+retried trial starts in a fresh call, possibly in another process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ncf_tune import trainable
+
+
+def _marker(config: dict[str, Any], what: str) -> Path:
+    return Path(os.environ["NCF_TUNE_TEST_MARKERS"]) / f"{what}-{config['lr']!r}"
+
+
+def crash_once_after_epoch_2(config: dict[str, Any], data: Any) -> None:
+    """Every trial raises once, right after reporting epoch 2; its retry resumes."""
+    real = trainable.tune.report
+    marker = _marker(config, "crashed")
+
+    def report(metrics: dict, checkpoint: Any = None) -> None:
+        real(metrics, checkpoint=checkpoint)
+        if metrics["epoch"] == 2 and not marker.exists():
+            marker.touch()
+            raise RuntimeError("injected failure after epoch 2")
+
+    starts = _marker(config, "starts")
+    with open(starts, "a") as f:  # one line per (re)start of this trial
+        f.write("x\n")
+    trainable.tune.report = report
+    try:
+        trainable.train_ncf(config, data)
+    finally:
+        trainable.tune.report = real
+
+
+def always_crash_above_lr(config: dict[str, Any], data: Any) -> None:
+    """Trials with lr > 0.01 raise at their start, every time."""
+    if config["lr"] > 0.01:
+        raise RuntimeError("injected permanent failure")
+    trainable.train_ncf(config, data)
