@@ -166,6 +166,14 @@ def read_ratings(path: Path) -> pd.DataFrame:
         raise NcfError(f"{path}: cannot read ({exc.strerror}); check the path and "
                        "permissions") from None
     first = raw.split(b"\n", 1)[0].strip()
+    try:
+        first.decode("utf-8")
+        binary = b"\0" in raw[:65536]
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise NcfError(f"{path}: not a readable ratings file (binary data); expected text "
+                       "lines of user, item[, rating[, timestamp]]")
     if not first:
         raise NcfError(f"{path}: the file is empty (or starts with a blank line); expected "
                        "one interaction per line: user, item[, rating[, timestamp]]")
