@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -30,6 +31,7 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(math.ceil(cpus))))
     device = training.choose_device("auto")
+    node = ray.get_runtime_context().get_node_id()[:12]  # which machine of a cluster ran it
     resume = None
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -39,7 +41,7 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
     def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
         metrics = {"epoch": res.epoch, "loss": res.loss, "hr": res.hr, "ndcg": res.ndcg,
                    "seconds": res.seconds, "train_seconds": res.train_seconds,
-                   "diverged": res.diverged}
+                   "diverged": res.diverged, "node": node}
         if res.diverged:  # nothing worth restoring; hr/ndcg are 0 (NaN scores rank last)
             tune.report(metrics)
             return
