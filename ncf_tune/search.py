@@ -102,10 +102,9 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
         try:
             return _run_stages(chain, split, exp_dir, resume, force, trainable)
         except KeyboardInterrupt:
-            # Trials are still running in Ray's workers: stop them before exiting, or
-            # the interpreter waits for Tune's threads forever.
+            # Trials are still running in Ray's workers: stop them before exiting.
             if started_here:
-                ray.shutdown()
+                _shutdown_ray(timeout=30)
             raise
 
 
@@ -161,33 +160,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
             shutil.rmtree(tune_dir)
         print(f"[{stage.name}] {stage.num_samples} trials of {stage.model.upper()}, up to "
               f"{stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per trial")
-        searcher = OptunaSearch(
-            metric=stage.metric, mode=stage.mode,
-            sampler=optuna.samplers.TPESampler(seed=stage.searcher.seed,
-                                               n_startup_trials=stage.searcher.n_startup_trials),
-            points_to_evaluate=[dict(p) for p in stage.searcher.points_to_evaluate] or None,
-        )
-        if stage.scheduler.type == "asha":
-            scheduler = ASHAScheduler(time_attr="epoch", max_t=stage.max_epochs,
-                                      grace_period=min(stage.scheduler.grace_period,
-                                                       stage.max_epochs),
-                                      reduction_factor=stage.scheduler.reduction_factor)
-        else:
-            scheduler = FIFOScheduler()
-        tuner = tune.Tuner(
-            trial_fn,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode,
-                                        search_alg=searcher, scheduler=scheduler,
-                                        num_samples=stage.num_samples, reuse_actors=True),
-            run_config=tune.RunConfig(
-                name="tune", storage_path=str(folder), verbose=0, callbacks=[printer],
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute=stage.metric,
-                    checkpoint_score_order=stage.mode),
-                failure_config=tune.FailureConfig(max_failures=2),
-            ),
-        )
+        tuner = _new_tuner(stage, trial_fn, param_space, folder, printer)
     grid = tuner.fit()
     # A stage with unfinished trials is not a result: nothing is written for it.
     if grid.num_terminated + grid.num_errors < stage.num_samples:
@@ -224,6 +197,40 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
           f"NDCG@10 {test_ndcg:.4f} | {', '.join(f'{n} {s}' for s, n in statuses.items() if n)}"
           f" | {summary.wall_seconds:.0f} s -> {folder}")
     return summary
+
+
+def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: Path,
+               printer: tune.Callback) -> tune.Tuner:
+    """OptunaSearch (TPE) + ASHA (or FIFO) over `param_space`, trials under folder/tune."""
+    searcher = OptunaSearch(
+        metric=stage.metric, mode=stage.mode,
+        sampler=optuna.samplers.TPESampler(seed=stage.searcher.seed,
+                                           n_startup_trials=stage.searcher.n_startup_trials),
+        points_to_evaluate=[dict(p) for p in stage.searcher.points_to_evaluate] or None,
+    )
+    if stage.scheduler.type == "asha":
+        # Rungs in epochs (our own counter), so a stopped trial's epochs are comparable.
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=stage.max_epochs,
+                                  grace_period=min(stage.scheduler.grace_period,
+                                                   stage.max_epochs),
+                                  reduction_factor=stage.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trial_fn,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode, search_alg=searcher,
+                                    scheduler=scheduler, num_samples=stage.num_samples,
+                                    reuse_actors=True),  # no new process per trial
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(folder), verbose=0, callbacks=[printer],
+            # keep each trial's best epoch: the stage's winner is the best epoch of all
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=stage.metric,
+                checkpoint_score_order=stage.mode),
+            failure_config=tune.FailureConfig(max_failures=2),  # retried from checkpoint
+        ),
+    )
 
 
 def _stage_config(stage: spaces.Stage, upstream: dict[str, Winner]) -> dict[str, Any]:
@@ -358,6 +365,13 @@ class _experiment_lock:
         self.handle.close()
 
 
+def _shutdown_ray(timeout: float) -> None:
+    """ray.shutdown(), but never wait longer than `timeout` for it."""
+    stopper = threading.Thread(target=ray.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+
+
 def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> bool:
     """Start (or join) Ray unless it is running; True when this call started it."""
     if ray.is_initialized():
@@ -417,8 +431,15 @@ def parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return guarded(lambda: _main(args), interrupted="stopped before the search finished; run "
+    code = guarded(lambda: _main(args), interrupted="stopped before the search finished; run "
                    "the same command with --resume to go on (finished trials are kept)")
+    if code == 130:
+        # Stopped mid-stage: Tune's state is on disk and Ray is shut down; do not let a
+        # lingering library thread keep the process alive.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

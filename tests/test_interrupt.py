@@ -44,7 +44,7 @@ def finished_trials(stage_dir: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_stopped_search_finishes_with_resume(tmp_path, sig):
-    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=300, num_items=300,
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=700, num_items=300,
                                                                max_per_user=60))
     space = tmp_path / "gmf.yaml"
     space.write_text(SPACE.format(data=ratings))
@@ -57,6 +57,8 @@ def test_stopped_search_finishes_with_resume(tmp_path, sig):
         if "trial 1/4" in line or time.time() > deadline:
             break
     assert any("trial 1/4" in line for line in seen), "".join(seen)
+    time.sleep(1.5)  # Tune snapshots its state every few seconds; a trial finished just
+    # before a SIGKILL may be in no snapshot yet (it then resumes from its last checkpoint)
     proc.send_signal(sig)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == (-9 if sig == signal.SIGKILL else 130), out
@@ -74,5 +76,8 @@ def test_stopped_search_finishes_with_resume(tmp_path, sig):
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     after = finished_trials(stage)
     assert all(after[name] == mtime for name, mtime in before.items())  # not rerun
+    for progress in (stage / "tune").glob("*/progress.csv"):  # no epoch lost or done twice
+        with open(progress) as f:
+            assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
     leftovers = [p.name for p in stage.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # no temp file of an atomic write left behind
