@@ -52,12 +52,12 @@ def test_stopped_search_finishes_with_resume(tmp_path, sig):
     proc = start(space, results)
     deadline = time.time() + 240
     seen = []
-    for line in proc.stdout:  # wait until a trial has finished, then stop the driver
+    for line in proc.stdout:  # wait until two trials have finished, then stop the driver
         seen.append(line)
-        if "trial 1/4" in line or time.time() > deadline:
+        if "trial 2/4" in line or time.time() > deadline:
             break
-    assert any("trial 1/4" in line for line in seen), "".join(seen)
-    time.sleep(1.5)  # Tune snapshots its state every few seconds; a trial finished just
+    assert any("trial 2/4" in line for line in seen), "".join(seen)
+    time.sleep(1)  # Tune snapshots its state every few seconds; a trial finished just
     # before a SIGKILL may be in no snapshot yet (it then resumes from its last checkpoint)
     proc.send_signal(sig)
     out = proc.communicate(timeout=120)[0]
