@@ -28,6 +28,7 @@ import io
 import os
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,9 @@ def cache_dir() -> Path:
 def fetch(name: str) -> Path:
     """Path of a GroupLens archive's ratings file, downloading it on first use.
 
-    A file already in the cache is used as it is (so `NCF_TUNE_DATA=../shared/data`
-    works offline); otherwise the zip is downloaded with pooch, its md5 checked, and
-    the ratings file extracted next to it.
+    A file already in the cache is used as it is (so NCF_TUNE_DATA pointing at a folder
+    that holds ml-1m/ratings.dat works offline); otherwise the zip is downloaded with
+    pooch, its md5 checked, and the ratings file extracted next to it.
     """
     archive = ARCHIVES[name]
     root = cache_dir()
@@ -434,7 +435,7 @@ class Split:
     seed: int
     notes: tuple[str, ...] = field(default=())
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """A short hash of the split's content: same data and seed, same fingerprint."""
         h = hashlib.sha256(f"{self.num_users},{self.num_items}".encode())
