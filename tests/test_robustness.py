@@ -71,3 +71,26 @@ def test_search_cli_bad_option_values_fail_at_parse_time(tmp_path):
                             *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert p.returncode == 2 and expect in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_search_process_on_the_same_experiment_is_refused(tmp_path):
+    space = Path(__file__).resolve().parent.parent / "search_spaces" / "gmf.yaml"
+    results = tmp_path / "results"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from ncf_tune import search\n"
+         f"with search._experiment_lock(Path({str(results / 'exp')!r})):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        p = subprocess.run([sys.executable, "-m", "ncf_tune.search", "--space", str(space),
+                            "--results", str(results), "--experiment", "exp"],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        f"error: {results / 'exp'}: another search is writing to this experiment; wait for "
+        "it, or pass --experiment NAME to use another folder"]
