@@ -8,7 +8,6 @@ unpickled, so a checkpoint from somewhere else cannot run code.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from torch import nn
 
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
+from ncf_tune.files import atomic_path
 from ncf_tune.models import GMF, MLP, build
 
 FORMAT = "ncf_tune/1"
@@ -47,7 +47,6 @@ def save(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optim
          metrics: dict[str, float] | None = None) -> Path:
     """Write a checkpoint to `path` atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -58,14 +57,8 @@ def save(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optim
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "metrics": dict(metrics or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncf_tune.files import write_text_atomic, write_yaml_atomic
+from ncf_tune.files import atomic_path, write_text_atomic, write_yaml_atomic
 
 STATUSES = ("completed", "stopped early (ASHA)", "diverged", "error")
 
@@ -84,9 +83,8 @@ def write_stage(experiment_dir: Path, summary: StageSummary, rows: list[TrialRow
     """Write a finished stage's files; summary.json last, so it marks a complete stage."""
     folder = stage_dir(experiment_dir, summary.stage)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".best_model.pt.tmp"
-    shutil.copyfile(best_checkpoint, tmp)
-    os.replace(tmp, folder / "best_model.pt")
+    with atomic_path(folder / "best_model.pt") as tmp:
+        shutil.copyfile(best_checkpoint, tmp)
     write_yaml_atomic(folder / "best_config.yaml", summary.best_config)
     write_text_atomic(folder / "trials.csv", trials_csv(rows))
     write_text_atomic(folder / "summary.json", summary.to_json())
