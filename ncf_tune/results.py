@@ -22,6 +22,15 @@ from ncf_tune.files import atomic_path, write_text_atomic, write_yaml_atomic
 STATUSES = ("completed", "stopped early (ASHA)", "diverged", "error")
 
 
+def trial_status(failed: bool, diverged: bool, epochs_run: int, max_epochs: int) -> str:
+    """One of STATUSES: how a finished trial ended."""
+    if failed:
+        return "error"
+    if diverged:
+        return "diverged"
+    return "completed" if epochs_run >= max_epochs else "stopped early (ASHA)"
+
+
 @dataclass
 class TrialRow:
     trial_id: str

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -265,21 +266,17 @@ def _collect(grid: Any, stage: spaces.Stage) -> tuple[list[results.TrialRow], An
     for res in grid:
         trial_id = str(res.metrics.get("trial_id") or Path(res.path).name)
         df = res.metrics_dataframe
-        epochs_run = 0 if df is None or df.empty else int(df["epoch"].max())
-        clean = df[~df["diverged"].astype(bool)] if df is not None and not df.empty else None
-        diverged = df is not None and not df.empty and bool(df["diverged"].iloc[-1])
-        if res.error is not None:
-            status = "error"
-        elif diverged:
-            status = "diverged"
-        elif epochs_run < stage.max_epochs:
-            status = "stopped early (ASHA)"
-        else:
-            status = "completed"
+        if df is None or df.empty:  # a trial that failed before its first epoch
+            df = pd.DataFrame({"epoch": [], "diverged": [], "seconds": []})
+        epochs_run = int(df["epoch"].max()) if len(df) else 0
+        diverged = bool(len(df)) and bool(df["diverged"].iloc[-1])
+        status = results.trial_status(res.error is not None, diverged, epochs_run,
+                                      stage.max_epochs)
         row = results.TrialRow(trial_id, status, epochs_run, None, None, None,
-                               float(df["seconds"].sum()) if df is not None and not df.empty
-                               else 0.0, {k: res.config.get(k) for k in searched})
-        if clean is not None and not clean.empty:
+                               float(df["seconds"].sum()),
+                               {k: res.config.get(k) for k in searched})
+        clean = df[~df["diverged"].astype(bool)]
+        if not clean.empty:
             top = clean.loc[(clean[stage.metric] * sign).idxmax()]
             row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
                 float(top["ndcg"])
@@ -303,18 +300,18 @@ class TrialPrinter(tune.Callback):
         value = result.get(self.stage.metric)
         if value is not None and not result.get("diverged"):
             old = self.best.get(trial.trial_id)
-            if old is None or value > old[0]:
+            sign = 1 if self.stage.mode == "max" else -1
+            if old is None or sign * value > sign * old[0]:
                 self.best[trial.trial_id] = (value, int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
         last = trial.last_result or {}
-        status = ("diverged" if last.get("diverged") else
-                  "completed" if last.get("epoch", 0) >= self.stage.max_epochs
-                  else "stopped by ASHA")
-        self._line(trial, status)
+        self._line(trial, results.trial_status(False, bool(last.get("diverged")),
+                                               int(last.get("epoch", 0)),
+                                               self.stage.max_epochs))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._line(trial, "failed")
+        self._line(trial, results.trial_status(True, False, 0, self.stage.max_epochs))
 
     def _line(self, trial: Any, status: str) -> None:
         stage = self.stage
