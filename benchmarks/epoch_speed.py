@@ -52,7 +52,7 @@ def ours(split: data.Split, model_name: str, factors: int, layers: tuple[int, ..
         t0 = time.perf_counter()
         rows = sampler.epoch(cfg.num_negatives, g)
         t1 = time.perf_counter()
-        training.train_epoch(model, opt, rows, batch, g)
+        training.train_epoch(model, opt, rows, cfg, epoch, g)
         t2 = time.perf_counter()
         training.evaluate(model, split.validation)
         t3 = time.perf_counter()

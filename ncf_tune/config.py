@@ -15,6 +15,7 @@ from ncf_tune.errors import NcfError
 from ncf_tune.models import MODELS
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,13 @@ class TrainConfig:
     lr: float = 1e-3  # paper: Adam 1e-3
     optimizer: str = "adam"  # adam | sgd | rmsprop (the notebook's three)
     momentum: float = 0.9  # sgd momentum (the notebook's 0.9); rmsprop uses 0, as the notebook
+    lr_schedule: str = "constant"  # constant | cosine: decay to 0 at `epochs` (per batch)
+    warmup_epochs: int = 0  # linear ramp from 0 to lr first: steadies large batches
     l2: float = 0.0  # weight decay on every parameter (the notebook's l2_regularization)
+    # L2 on the embeddings each row uses, added to that row's loss (Rendle et al. 2020: 0.005).
+    # Unlike weight decay, an embedding is pulled in as often as it is seen: popular
+    # items and heavy users are not shrunk harder for being absent from a batch.
+    embedding_l2: float = 0.0
     num_negatives: int = 4  # negatives per positive and epoch; paper: 4 (3-6 all good)
     init_std: float = 0.01  # embedding init N(0, std); paper 0.01, Rendle et al. 2020: 0.1
     dropout: float = 0.0  # after each tower layer; the paper uses none
@@ -72,8 +79,13 @@ class TrainConfig:
             raise bad("lr", "must be > 0")
         if not self.init_std > 0:
             raise bad("init_std", "must be > 0")
-        if self.l2 < 0:
-            raise bad("l2", "must be >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", f"is not one of {', '.join(LR_SCHEDULES)}")
+        if self.warmup_epochs < 0:
+            raise bad("warmup_epochs", "must be >= 0")
+        for key in ("l2", "embedding_l2"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be >= 0")
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "must be in [0, 1)")
         if not 0 <= self.alpha <= 1:

@@ -37,6 +37,10 @@ def _output(in_features: int) -> nn.Linear:
     return out
 
 
+def _sq(x: torch.Tensor) -> torch.Tensor:
+    return x.square().sum(-1)
+
+
 class Tower(nn.Module):
     """Linear + ReLU layers (+ dropout). Parameter names do not depend on dropout, so a
     tower trained with dropout loads into one without, and back."""
@@ -73,6 +77,10 @@ class GMF(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.output(self.features(users, items)).squeeze(-1)
 
+    def embedding_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Per row: squared L2 norm of the user and item embeddings it uses."""
+        return _sq(self.user(users)) + _sq(self.item(items))
+
 
 class MLP(nn.Module):
     def __init__(self, num_users: int, num_items: int, layers: tuple[int, ...] = (64, 32, 16, 8),
@@ -88,6 +96,9 @@ class MLP(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.output(self.features(users, items)).squeeze(-1)
+
+    def embedding_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return _sq(self.user(users)) + _sq(self.item(items))
 
     @torch.no_grad()
     def embeddings_from(self, gmf: GMF) -> None:
@@ -111,6 +122,9 @@ class NeuMF(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         both = torch.cat([self.gmf.features(users, items), self.mlp.features(users, items)], -1)
         return self.output(both).squeeze(-1)
+
+    def embedding_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.gmf.embedding_norms(users, items) + self.mlp.embedding_norms(users, items)
 
     @torch.no_grad()
     def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> None:

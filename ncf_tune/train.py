@@ -20,7 +20,7 @@ from typing import Any
 
 from ncf_tune import checkpoint, data, training
 from ncf_tune.cli import Parser, guarded, non_negative_float, positive_float, positive_int
-from ncf_tune.config import OPTIMIZERS, TrainConfig
+from ncf_tune.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import read_yaml_mapping, write_text_atomic
 from ncf_tune.models import MODELS
@@ -44,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--num-negatives", type=positive_int)
-    p.add_argument("--l2", type=non_negative_float)
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--l2", type=non_negative_float, help="weight decay on every parameter")
+    p.add_argument("--embedding-l2", type=non_negative_float,
+                   help="L2 on the embeddings each row uses (Rendle et al. 2020)")
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--momentum", type=non_negative_float, help="SGD momentum")
     p.add_argument("--init-std", type=positive_float, help="embedding init std")

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from ncf_tune import checkpoint, data, training
@@ -34,7 +37,11 @@ def test_same_seed_same_weights_other_seed_other_weights(ratings_file):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_resume_from_epoch_k_ends_with_the_same_weights(ratings_file, tmp_path):
+@pytest.mark.parametrize("cfg", [CFG, CFG.replace(lr_schedule="cosine", warmup_epochs=1,
+                                                  embedding_l2=0.01)],
+                         ids=["constant", "cosine+warmup+embedding_l2"])
+def test_resume_from_epoch_k_ends_with_the_same_weights(ratings_file, tmp_path, cfg):
+    CFG = cfg  # noqa: N806 - the same body for both schedules
     split = tiny_split(ratings_file)
 
     def keep(res, state):
@@ -67,3 +74,33 @@ def test_a_diverging_run_stops_and_says_so(ratings_file):
     result = training.fit(CFG.replace(lr=1e30, optimizer="sgd", epochs=5), split)
     assert result.diverged and len(result.history) < 5
     assert result.best() is None or not result.best().diverged
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    cfg = CFG.replace(lr=0.1, epochs=10, warmup_epochs=2, lr_schedule="cosine")
+    lrs = [training.learning_rate(cfg, p / 10) for p in range(0, 101)]
+    assert lrs[0] < 0.001 and math.isclose(lrs[20], 0.1)  # ramp over two epochs
+    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:21], strict=True))
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:], strict=False))
+    assert math.isclose(lrs[60], 0.05) and lrs[100] < 1e-12  # half way: lr/2; end: 0
+    flat = CFG.replace(lr=0.1, epochs=10)
+    assert {training.learning_rate(flat, p / 3) for p in range(30)} == {0.1}
+
+
+def test_the_optimiser_follows_the_schedule_within_an_epoch(ratings_file):
+    split = tiny_split(ratings_file)
+    cfg = CFG.replace(epochs=2, lr_schedule="cosine")
+    result = training.fit(cfg, split)
+    # after the last batch of the last epoch the step is nearly the schedule's end, 0
+    assert result.optimizer.param_groups[0]["lr"] < 0.02 * cfg.lr
+
+
+def test_embedding_l2_keeps_embeddings_small(ratings_file):
+    split = tiny_split(ratings_file)
+    cfg = CFG.replace(model="gmf", factors=8, epochs=4, init_std=0.1)
+
+    def norm(c: TrainConfig) -> float:
+        model = training.fit(c, split).model
+        return float(model.user.weight.detach().norm() + model.item.weight.detach().norm())
+
+    assert norm(cfg.replace(embedding_l2=0.1)) < 0.7 * norm(cfg)
