@@ -16,6 +16,7 @@ from ncf_tune.models import MODELS
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class TrainConfig:
     num_negatives: int = 4  # negatives per positive and epoch; paper: 4 (3-6 all good)
     init_std: float = 0.01  # embedding init N(0, std); paper 0.01, Rendle et al. 2020: 0.1
     dropout: float = 0.0  # after each tower layer; the paper uses none
+    # bf16: forward and loss under torch.autocast (weights, optimiser and evaluation stay
+    # fp32). Pays off on GPUs with bf16 tensor cores for wide towers; slower on most CPUs.
+    precision: str = "fp32"  # fp32 | bf16
     alpha: float = 0.5  # NeuMF from pretrained GMF+MLP: weight of the GMF output (paper: 0.5)
     seed: int = 0  # fixes initialisation, negatives and batch order
     pretrain_gmf: str | None = None  # GMF checkpoint: NeuMF's GMF part, or the MLP's embeddings
@@ -81,6 +85,8 @@ class TrainConfig:
             raise bad("init_std", "must be > 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise bad("lr_schedule", f"is not one of {', '.join(LR_SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"is not one of {', '.join(PRECISIONS)}")
         if self.warmup_epochs < 0:
             raise bad("warmup_epochs", "must be >= 0")
         for key in ("l2", "embedding_l2"):

@@ -20,7 +20,7 @@ from typing import Any
 
 from ncf_tune import checkpoint, data, training
 from ncf_tune.cli import Parser, guarded, non_negative_float, positive_float, positive_int
-from ncf_tune.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from ncf_tune.config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import read_yaml_mapping, write_text_atomic
 from ncf_tune.models import MODELS
@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=non_negative_float, help="SGD momentum")
     p.add_argument("--init-std", type=positive_float, help="embedding init std")
     p.add_argument("--dropout", type=non_negative_float)
+    p.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast for training")
     p.add_argument("--alpha", type=non_negative_float, help="NeuMF: GMF share of the output")
     p.add_argument("--seed", type=int)
     p.add_argument("--pretrain-gmf", help="GMF checkpoint (NeuMF, or MLP embeddings)")

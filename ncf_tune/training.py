@@ -183,14 +183,16 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     total = torch.zeros((), device=users.device)
     steps = math.ceil(len(users) / cfg.batch_size)
     scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
+    bf16 = cfg.precision == "bf16"
     for step in range(steps):
         if scheduled:
             lr = learning_rate(cfg, epoch + step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
-        logits = model(users[batch], items[batch])
-        loss = F.binary_cross_entropy_with_logits(logits, labels[batch])
+        with torch.autocast(users.device.type, torch.bfloat16, enabled=bf16):
+            logits = model(users[batch], items[batch])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels[batch])
         total += loss.detach() * len(logits)  # no .item() per batch: no device sync
         if cfg.embedding_l2 > 0:
             loss = loss + cfg.embedding_l2 * model.embedding_norms(users[batch],

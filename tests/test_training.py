@@ -104,3 +104,14 @@ def test_embedding_l2_keeps_embeddings_small(ratings_file):
         return float(model.user.weight.detach().norm() + model.item.weight.detach().norm())
 
     assert norm(cfg.replace(embedding_l2=0.1)) < 0.7 * norm(cfg)
+
+
+def test_bf16_autocast_trains_and_stays_close_to_fp32(ratings_file):
+    split = tiny_split(ratings_file)
+    cfg = CFG.replace(epochs=4)
+    fp32 = training.fit(cfg, split)
+    bf16 = training.fit(cfg.replace(precision="bf16"), split)
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    assert bf16.history[-1].loss < bf16.history[0].loss
+    assert abs(bf16.history[-1].loss - fp32.history[-1].loss) < 0.05
+    assert bf16.history[-1].loss != fp32.history[-1].loss  # autocast really was on
