@@ -7,6 +7,7 @@ unpickled, so a checkpoint from somewhere else cannot run code.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ncf_tune import storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import atomic_path
@@ -63,17 +65,23 @@ def save(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optim
 
 
 def load(path: str | os.PathLike, expect_model: str | None = None) -> Checkpoint:
-    """Read a checkpoint saved by `save`, on the CPU.
+    """Read a checkpoint saved by `save`, on the CPU, from a path or a storage URI.
 
     Raises NcfError (one line) when the file is missing, truncated, not an ncf_tune
     checkpoint, or (with `expect_model`) holds another model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise NcfError(f"{path}: checkpoint not found; give the path of a model.pt "
-                       "written by ncf_tune.train or ncf_tune.search")
+    if storage.is_uri(str(path)):  # a search's hand-off on a cluster: s3://, gs://, file://
+        if not storage.exists(str(path)):
+            raise NcfError(f"{path}: checkpoint not found in storage; check --storage")
+        source: Any = io.BytesIO(storage.read_bytes(str(path)))
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise NcfError(f"{path}: checkpoint not found; give the path of a model.pt "
+                           "written by ncf_tune.train or ncf_tune.search")
+        source = path
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, arbitrary file
         raise NcfError(f"{path}: not a readable checkpoint ({type(exc).__name__}); the file "
                        "may be truncated: retrain or copy it again") from None

@@ -37,6 +37,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import checkpoint as ckpt
 from ncf_tune import data, results, spaces, training
+from ncf_tune import storage as ncf_storage
 from ncf_tune.cli import Parser, guarded, positive_int
 from ncf_tune.errors import NcfError
 from ncf_tune.trainable import train_ncf
@@ -64,7 +65,7 @@ class Winner:
 
     stage: str
     key: str
-    checkpoint: Path  # results/<experiment>/<stage>/best_model.pt
+    checkpoint: str  # results/<experiment>/<stage>/best_model.pt, or its copy in --storage
     summary: results.StageSummary
 
 
@@ -78,12 +79,15 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
               results_dir: str | os.PathLike = "results", experiment: str | None = None,
               num_samples: int | None = None, max_epochs: int | None = None,
               seed: int | None = None, cpus: int | None = None, gpus: int | None = None,
-              address: str | None = None, resume: bool = False, force: bool = False,
+              address: str | None = None, storage: str | None = None, resume: bool = False,
+              force: bool = False,
               trainable: Callable[..., None] = train_ncf) -> list[results.StageSummary]:
     """Run the stage in `space` and its upstream stages; returns one summary per stage.
 
     The keyword arguments are the CLI's options (see `python -m ncf_tune.search --help`);
     num_samples, max_epochs, data_source and seed override every stage of the chain.
+    storage: a folder every node can reach, or an s3://, gs://, file:// URI, for trials,
+    their checkpoints and the winners handed down the chain (default: under results_dir).
     trainable: the function each trial runs, `train_ncf(config, data)` or a wrapper of it.
     Raises NcfError for bad input, SearchInterrupted when a stage was stopped early.
     """
@@ -91,7 +95,11 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
                  "seed": seed}
     chain = spaces.load_chain(space, overrides)
     last = chain[-1]
-    exp_dir = Path(results_dir).expanduser().resolve() / (experiment or experiment_name(last))
+    name = experiment or experiment_name(last)
+    exp_dir = Path(results_dir).expanduser().resolve() / name
+    if storage is not None and not ncf_storage.is_uri(storage):
+        storage = str(Path(storage).expanduser().resolve())  # Ray wants absolute paths
+    shared = ncf_storage.join(storage, name) if storage else None
     with _experiment_lock(exp_dir):
         t = time.perf_counter()
         split = data.prepare(last.data, seed=last.seed)
@@ -101,7 +109,7 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
             print(f"data: {note}")
         started_here = _start_ray(address, cpus, gpus)
         try:
-            return _run_stages(chain, split, exp_dir, resume, force, trainable)
+            return _run_stages(chain, split, exp_dir, shared, resume, force, trainable)
         except KeyboardInterrupt:
             # Trials are still running in Ray's workers: stop them before exiting.
             if started_here:
@@ -109,9 +117,14 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
             raise
 
 
-def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path, resume: bool,
-                force: bool, trainable: Callable[..., None]) -> list[results.StageSummary]:
-    """The stages of a chain, upstream first; a stage already run is reused."""
+def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
+                shared: str | None, resume: bool, force: bool,
+                trainable: Callable[..., None]) -> list[results.StageSummary]:
+    """The stages of a chain, upstream first; a stage already run is reused.
+
+    shared: the experiment's folder in --storage, if any: trials go there, and each
+    winner's checkpoint is copied there for the stages downstream to load.
+    """
     chain = _check_resources(chain)
     winners: dict[str, Winner] = {}
     summaries = []
@@ -127,10 +140,14 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path, res
             summary = previous
         else:
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
-                                force=force, trainable=trainable)
+                                force=force, trainable=trainable, shared=shared)
         summaries.append(summary)
-        winners[stage.name] = Winner(stage.name, key,
-                                     exp_dir / stage.name / "best_model.pt", summary)
+        best = str(exp_dir / stage.name / "best_model.pt")
+        if shared is not None and any(stage.path in s.pretrain.values() for s in chain):
+            # Downstream trials may run on any node: they read the winner from storage.
+            best = ncf_storage.upload(Path(best), ncf_storage.join(shared, stage.name,
+                                                                   "best_model.pt"))
+        winners[stage.name] = Winner(stage.name, key, best, summary)
     report = results.write_report(exp_dir, summaries)
     print(f"done: {report}; tensorboard --logdir {exp_dir}")
     return summaries
@@ -138,30 +155,36 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path, res
 
 def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               upstream: dict[str, Winner], key: str, resume: bool = False,
-              force: bool = False,
-              trainable: Callable[..., None] = train_ncf) -> results.StageSummary:
-    """One Tuner for one stage; writes the stage's results and returns its summary."""
+              force: bool = False, trainable: Callable[..., None] = train_ncf,
+              shared: str | None = None) -> results.StageSummary:
+    """One Tuner for one stage; writes the stage's results and returns its summary.
+
+    Trials and their checkpoints go to <shared>/<stage>/tune when `shared` (a storage
+    folder or URI) is given, else to <exp_dir>/<stage>/tune.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = exp_dir / stage.name
-    tune_dir = folder / "tune"
+    trials_root = ncf_storage.join(shared, stage.name) if shared else str(folder)
+    tune_dir = ncf_storage.join(trials_root, "tune")
     param_space = {**stage.tune_space(), **_stage_config(stage, upstream)}
     trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split),
                                    {"cpu": stage.cpu, "gpu": stage.gpu})
     printer = TrialPrinter(stage)
     started = time.perf_counter()
-    if tune_dir.exists() and resume and tune.Tuner.can_restore(str(tune_dir)):
+    earlier = ncf_storage.exists(tune_dir)
+    if earlier and resume and tune.Tuner.can_restore(tune_dir):
         print(f"[{stage.name}] resuming the interrupted search in {tune_dir}")
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=trial_fn, resume_errored=True,
+        tuner = tune.Tuner.restore(tune_dir, trainable=trial_fn, resume_errored=True,
                                    param_space=param_space)
     else:
-        if tune_dir.exists():
+        if earlier:
             if not force and not resume:
                 raise NcfError(f"{tune_dir}: an earlier search of stage {stage.name} did not "
                                "finish; pass --resume to continue it or --force to start over")
-            shutil.rmtree(tune_dir)
+            ncf_storage.remove_tree(tune_dir)
         print(f"[{stage.name}] {stage.num_samples} trials of {stage.model.upper()}, up to "
               f"{stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per trial")
-        tuner = _new_tuner(stage, trial_fn, param_space, folder, printer)
+        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer)
     grid = tuner.fit()
     # A stage with unfinished trials is not a result: nothing is written for it.
     if grid.num_terminated + grid.num_errors < stage.num_samples:
@@ -174,25 +197,27 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
                        "the errors there, or lower lr if every trial diverged")
     best_result, best_row = best
     best_ckpt = best_result.get_best_checkpoint(stage.metric, stage.mode)
-    model_file = Path(best_ckpt.path) / "model.pt"
-    winner = ckpt.load(model_file, expect_model=stage.model)
-    test_hr, test_ndcg = training.evaluate(winner.model(), split.test)
-    best_config = {**winner.config.replace(epochs=winner.epoch).to_dict(), "data": stage.data}
-    for k in ("pretrain_gmf", "pretrain_mlp"):
-        if best_config[k] is None:
-            del best_config[k]
-    statuses = {s: sum(r.status == s for r in rows) for s in results.STATUSES}
-    summary = results.StageSummary(
-        stage=stage.name, model=stage.model, key=key, data=stage.data,
-        data_fingerprint=split.fingerprint, metric=stage.metric,
-        winner_trial=best_row.trial_id, best_epoch=int(best_row.best_epoch or 0),
-        val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
-        test_hr=test_hr, test_ndcg=test_ndcg, trials=len(rows), statuses=statuses,
-        wall_seconds=round(time.perf_counter() - started, 2),
-        trial_seconds=round(sum(r.train_seconds for r in rows), 2), best_config=best_config,
-        searched=[k for k, p in stage.params.items() if p.kind != "fixed"],
-    )
-    results.write_stage(exp_dir, summary, rows, model_file)
+    with best_ckpt.as_directory() as local:  # fetched from --storage if it is remote
+        model_file = Path(local) / "model.pt"
+        winner = ckpt.load(model_file, expect_model=stage.model)
+        test_hr, test_ndcg = training.evaluate(winner.model(), split.test)
+        best_config = {**winner.config.replace(epochs=winner.epoch).to_dict(),
+                       "data": stage.data}
+        for k in ("pretrain_gmf", "pretrain_mlp"):
+            if best_config[k] is None:
+                del best_config[k]
+        statuses = {s: sum(r.status == s for r in rows) for s in results.STATUSES}
+        summary = results.StageSummary(
+            stage=stage.name, model=stage.model, key=key, data=stage.data,
+            data_fingerprint=split.fingerprint, metric=stage.metric,
+            winner_trial=best_row.trial_id, best_epoch=int(best_row.best_epoch or 0),
+            val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
+            test_hr=test_hr, test_ndcg=test_ndcg, trials=len(rows), statuses=statuses,
+            wall_seconds=round(time.perf_counter() - started, 2),
+            trial_seconds=round(sum(r.train_seconds for r in rows), 2), best_config=best_config,
+            searched=[k for k, p in stage.params.items() if p.kind != "fixed"],
+        )
+        results.write_stage(exp_dir, summary, rows, model_file)
     print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
           f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
           f"NDCG@10 {test_ndcg:.4f} | {', '.join(f'{n} {s}' for s, n in statuses.items() if n)}"
@@ -200,9 +225,10 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     return summary
 
 
-def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: Path,
+def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
                printer: tune.Callback) -> tune.Tuner:
-    """OptunaSearch (TPE) + ASHA (or FIFO) over `param_space`, trials under folder/tune."""
+    """OptunaSearch (TPE) + ASHA (or FIFO) over `param_space`, trials under folder/tune
+    (a local folder or a storage URI)."""
     searcher = OptunaSearch(
         metric=stage.metric, mode=stage.mode,
         sampler=optuna.samplers.TPESampler(seed=stage.searcher.seed,
@@ -224,7 +250,7 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
                                     scheduler=scheduler, num_samples=stage.num_samples,
                                     reuse_actors=True),  # no new process per trial
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(folder), verbose=0, callbacks=[printer],
+            name="tune", storage_path=folder, verbose=0, callbacks=[printer],
             # keep each trial's best epoch: the stage's winner is the best epoch of all
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=stage.metric,
@@ -421,6 +447,8 @@ def parser() -> Parser:
     p.add_argument("--cpus", type=positive_int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--gpus", type=int, help="GPUs for a local Ray (default: all)")
     p.add_argument("--address", help="join a running Ray cluster: auto or ray://host:10001")
+    p.add_argument("--storage", help="trials, checkpoints and hand-offs: a folder every node "
+                   "can reach, or s3://, gs://, file:// (default: under --results)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--force", action="store_true", help="rerun stages even if results exist")
     return p
@@ -448,7 +476,8 @@ def _main(args: Any) -> int:
     run_chain(args.space, data_source=args.data, results_dir=args.results,
               experiment=args.experiment, num_samples=args.num_samples,
               max_epochs=args.max_epochs, seed=args.seed, cpus=args.cpus, gpus=args.gpus,
-              address=args.address, resume=args.resume, force=args.force)
+              address=args.address, storage=args.storage, resume=args.resume,
+              force=args.force)
     return 0
 
 

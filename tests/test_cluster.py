@@ -1,4 +1,5 @@
-"""A two-node Ray cluster on this machine (one CPU each) runs a tiny chain."""
+"""A two-node Ray cluster on this machine (one CPU each) runs a tiny chain, with trials,
+checkpoints and the chain's hand-off in --storage given as a URI."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ scheduler: {{type: none}}
 """
 
 
-def test_two_node_cluster_runs_the_chain_on_both_nodes(tmp_path):
+def test_two_node_cluster_runs_the_chain_on_both_nodes_through_storage(tmp_path):
     ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=80, num_items=150))
     for name, text in (("gmf", GMF), ("mlp", MLP), ("neumf", NEUMF)):
         (tmp_path / f"{name}.yaml").write_text(text.format(data=ratings))
@@ -39,7 +40,8 @@ def test_two_node_cluster_runs_the_chain_on_both_nodes(tmp_path):
     cluster.wait_for_nodes()
     try:
         summaries = search.run_chain(tmp_path / "neumf.yaml", results_dir=tmp_path / "r",
-                                     experiment="e", address=cluster.address)
+                                     experiment="e", address=cluster.address,
+                                     storage=f"file://{tmp_path}/shared")
         nodes = {n["NodeID"][:12] for n in ray.nodes() if n["Alive"]}
     finally:
         ray.shutdown()
@@ -47,9 +49,15 @@ def test_two_node_cluster_runs_the_chain_on_both_nodes(tmp_path):
     assert [s.stage for s in summaries] == ["gmf", "mlp", "neumf"]
     assert len(nodes) == 2
     used = set()
-    for progress in (tmp_path / "r" / "e").glob("*/tune/*/progress.csv"):
+    # trials live in the storage, results/ holds only the stage results
+    assert not list((tmp_path / "r" / "e").glob("*/tune"))
+    assert (tmp_path / "r" / "e" / "neumf" / "best_model.pt").is_file()
+    for progress in (tmp_path / "shared" / "e").glob("*/tune/*/progress.csv"):
         with open(progress) as f:
             used |= {row["node"] for row in csv.DictReader(f)}
     assert used == nodes  # trials ran on both nodes
-    # NeuMF trials loaded the upstream winners wherever they ran
+    # NeuMF trials loaded the upstream winners from the storage, wherever they ran
     assert summaries[-1].statuses["completed"] == 2
+    neumf = summaries[-1].best_config
+    assert neumf["pretrain_gmf"] == f"file://{tmp_path}/shared/e/gmf/best_model.pt"
+    assert neumf["pretrain_mlp"] == f"file://{tmp_path}/shared/e/mlp/best_model.pt"

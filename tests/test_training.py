@@ -7,6 +7,7 @@ import torch
 
 from ncf_tune import checkpoint, data, training
 from ncf_tune.config import TrainConfig
+from ncf_tune.errors import NcfError
 
 
 def tiny_split(ratings_file) -> data.Split:
@@ -115,3 +116,19 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(ratings_file):
     assert bf16.history[-1].loss < bf16.history[0].loss
     assert abs(bf16.history[-1].loss - fp32.history[-1].loss) < 0.05
     assert bf16.history[-1].loss != fp32.history[-1].loss  # autocast really was on
+
+
+def test_checkpoints_load_from_a_storage_uri(ratings_file, tmp_path):
+    from ncf_tune import storage
+
+    split = tiny_split(ratings_file)
+    result = training.fit(CFG.replace(epochs=1), split)
+    local = checkpoint.save(tmp_path / "m.pt", result.model, None, CFG, 1, split.num_users,
+                            split.num_items)
+    uri = storage.upload(local, f"file://{tmp_path}/bucket/run/m.pt")
+    assert (tmp_path / "bucket" / "run" / "m.pt").read_bytes() == local.read_bytes()
+    assert not list((tmp_path / "bucket" / "run").glob("*.tmp"))
+    ck = checkpoint.load(uri, expect_model="neumf")
+    assert all(torch.equal(ck.model_state[k], v) for k, v in result.model.state_dict().items())
+    with pytest.raises(NcfError, match="not found in storage"):
+        checkpoint.load(f"file://{tmp_path}/bucket/missing.pt")
