@@ -39,8 +39,9 @@ class TrainConfig:
     num_negatives: int = 4  # negatives per positive and epoch; paper: 4 (3-6 all good)
     init_std: float = 0.01  # embedding init N(0, std); paper 0.01, Rendle et al. 2020: 0.1
     dropout: float = 0.0  # after each tower layer; the paper uses none
-    # bf16: forward and loss under torch.autocast (weights, optimiser and evaluation stay
-    # fp32). Pays off on GPUs with bf16 tensor cores for wide towers; slower on most CPUs.
+    # bf16: the forward pass under torch.autocast (weights, optimiser, loss and evaluation
+    # stay fp32). Pays off for wide towers on GPUs and on CPUs with AMX (NeuMF-64: 3x on
+    # the 2-core Xeon this was built on); on CPUs without bf16 units it is slower.
     precision: str = "fp32"  # fp32 | bf16
     alpha: float = 0.5  # NeuMF from pretrained GMF+MLP: weight of the GMF output (paper: 0.5)
     seed: int = 0  # fixes initialisation, negatives and batch order

@@ -1,0 +1,172 @@
+"""Reproduce docs/RESULTS.md: train the winning configs for several seeds, score the
+NCF paper's test split once per run, print the table beside the paper's.
+
+    python benchmarks/paper_table.py --data ../shared/data/ml-1m --factors 64 --seeds 0 1 2
+    python benchmarks/paper_table.py --data ../shared/data/ml-1m --models gmf --factors 8 16
+
+No search runs here. For every factor size f and seed, in this order:
+  gmf        GMF with f factors                      configs/gmf.yaml
+  mlp        MLP, layers 4f,2f,f (paper, section 4)  configs/mlp.yaml
+  neumf      NeuMF from scratch                      configs/neumf.yaml
+  neumf-pre  NeuMF from this seed's GMF and MLP      configs/neumf-pre.yaml
+The YAML files (default benchmarks/paper_configs/, or a search's winners copied there)
+hold every other setting; the sizes come from --factors. A seed fixes the validation
+hold-out, the initialisation, the negatives and the batch order.
+
+Each run keeps the weights of its best validation epoch (NDCG@10, as the search ranks
+trials) and scores the test set with them, once. `neumf-pre` starts from those same
+best-epoch GMF and MLP weights. Test scores never choose anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ncf_tune import checkpoint, data, training
+from ncf_tune.config import TrainConfig
+from ncf_tune.files import read_yaml_mapping, write_text_atomic
+
+ROWS = ("gmf", "mlp", "neumf", "neumf-pre")
+HERE = Path(__file__).resolve().parent
+
+# He et al. 2017, table 2 (ML-1M, HR@10 / NDCG@10), and figure 4 for GMF and MLP.
+PAPER = {
+    ("gmf", 8): (0.641, 0.366), ("gmf", 16): (0.680, 0.402),  # fig. 4, read off the plot
+    ("gmf", 32): (0.698, 0.420), ("gmf", 64): (0.706, 0.424),
+    ("mlp", 8): (0.649, 0.375), ("mlp", 16): (0.680, 0.405),
+    ("mlp", 32): (0.686, 0.411), ("mlp", 64): (0.691, 0.416),
+    ("neumf", 8): (0.688, 0.410), ("neumf", 16): (0.696, 0.420),
+    ("neumf", 32): (0.701, 0.425), ("neumf", 64): (0.702, 0.426),
+    ("neumf-pre", 8): (0.684, 0.403), ("neumf-pre", 16): (0.707, 0.426),
+    ("neumf-pre", 32): (0.726, 0.445), ("neumf-pre", 64): (0.730, 0.447),
+}
+
+
+@dataclass
+class Run:
+    row: str
+    factors: int
+    seed: int
+    epoch: int  # the best validation epoch, whose weights were tested
+    val_hr: float
+    val_ndcg: float
+    test_hr: float
+    test_ndcg: float
+    seconds: float
+
+
+def row_config(configs: Path, row: str, factors: int, seed: int) -> TrainConfig:
+    path = configs / f"{row}.yaml"
+    values = read_yaml_mapping(path)
+    values.update(factors=factors, layers=[4 * factors, 2 * factors, factors], seed=seed)
+    values["model"] = "neumf" if row.startswith("neumf") else row
+    return TrainConfig.from_dict(values, where=str(path))
+
+
+def train_best(cfg: TrainConfig, split: data.Split, device, save_to: Path | None,
+               label: str) -> tuple[Run, float]:
+    """Train `cfg`; test the best validation epoch's weights. Optionally save them."""
+    best: dict = {}
+    started = time.perf_counter()
+
+    def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
+        print(f"  {label} epoch {res.epoch:3d}  loss {res.loss:.4f}  val HR {res.hr:.4f}  "
+              f"NDCG {res.ndcg:.4f}  {res.seconds:.1f}s", file=sys.stderr, flush=True)
+        if res.ndcg > best.get("ndcg", -1.0):
+            best.update(ndcg=res.ndcg, hr=res.hr, epoch=res.epoch,
+                        state=copy.deepcopy(state.model.state_dict()))
+
+    result = training.fit(cfg, split, device, on_epoch=on_epoch)
+    seconds = time.perf_counter() - started
+    if not best:
+        raise SystemExit(f"{label}: diverged in its first epoch; lower lr in its config")
+    result.model.load_state_dict(best["state"])
+    test_hr, test_ndcg = training.evaluate(result.model, training.to_device(split.test, device))
+    if save_to is not None:
+        checkpoint.save(save_to, result.model, None, cfg, best["epoch"], split.num_users,
+                        split.num_items)
+    run = Run("", cfg.factors, cfg.seed, best["epoch"], best["hr"], best["ndcg"], test_hr,
+              test_ndcg, round(seconds, 1))
+    return run, seconds
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(runs: list[Run]) -> str:
+    lines = ["| model | factors | seeds | test HR@10 | test NDCG@10 | paper HR / NDCG | "
+             "best epoch | minutes per seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r.row, r.factors) for r in runs},
+                  key=lambda k: (k[1], ROWS.index(k[0])))
+    for row, f in keys:
+        rs = [r for r in runs if (r.row, r.factors) == (row, f)]
+        paper = PAPER.get((row, f))
+        paper_text = f"{paper[0]:.3f} / {paper[1]:.3f}" if paper else "-"
+        epochs = ",".join(str(r.epoch) for r in rs)
+        minutes = statistics.mean(r.seconds for r in rs) / 60
+        lines.append(f"| {row} | {f} | {len(rs)} | {mean_std([r.test_hr for r in rs])} | "
+                     f"{mean_std([r.test_ndcg for r in rs])} | {paper_text} | {epochs} | "
+                     f"{minutes:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.environ.get("NCF_TUNE_PAPER_SPLIT"),
+                    help="the paper split folder (or set NCF_TUNE_PAPER_SPLIT)")
+    ap.add_argument("--configs", type=Path, default=HERE / "paper_configs",
+                    help="folder with gmf.yaml, mlp.yaml, neumf.yaml, neumf-pre.yaml")
+    ap.add_argument("--factors", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--models", nargs="+", choices=ROWS, default=list(ROWS))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = ap.parse_args()
+    if not args.data:
+        ap.error("--data DIR is required (the NCF paper's ML-1M split folder)")
+    device = training.choose_device(args.device)
+    rows = [r for r in ROWS if r in args.models]
+    if "neumf-pre" in rows:  # needs this seed's GMF and MLP
+        rows = list(dict.fromkeys(["gmf", "mlp", *rows]))
+    runs: list[Run] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="paper_table_") as tmp:
+        for seed in args.seeds:
+            split = data.prepare(args.data, seed=seed)
+            for f in args.factors:
+                saved: dict[str, Path] = {}
+                for row in rows:
+                    cfg = row_config(args.configs, row, f, seed)
+                    if row == "neumf-pre":
+                        cfg = cfg.replace(pretrain_gmf=str(saved["gmf"]),
+                                          pretrain_mlp=str(saved["mlp"]))
+                    save_to = Path(tmp, f"{row}-{f}-{seed}.pt") if row in ("gmf", "mlp") \
+                        else None
+                    run, _ = train_best(cfg, split, device, save_to, f"{row}-{f} seed {seed}")
+                    run.row = row
+                    if save_to is not None:
+                        saved[row] = save_to
+                    runs.append(run)
+                    print(json.dumps(run.__dict__), flush=True)
+    kept = [r for r in runs if r.row in args.models]
+    print(f"\n{table(kept)}\n\ntotal {(time.perf_counter() - started) / 60:.1f} min on "
+          f"{device}", flush=True)
+    if args.json:
+        write_text_atomic(args.json, json.dumps([r.__dict__ for r in runs], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
