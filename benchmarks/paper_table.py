@@ -3,6 +3,7 @@ NCF paper's test split once per run, print the table beside the paper's.
 
     python benchmarks/paper_table.py --data ../shared/data/ml-1m --factors 64 --seeds 0 1 2
     python benchmarks/paper_table.py --data ../shared/data/ml-1m --models gmf --factors 8 16
+    python benchmarks/paper_table.py --table runs.jsonl     # the table of runs done before
 
 No search runs here. For every factor size f and seed, in this order:
   gmf        GMF with f factors                      configs/gmf.yaml
@@ -33,7 +34,8 @@ from pathlib import Path
 
 from ncf_tune import checkpoint, data, training
 from ncf_tune.config import TrainConfig
-from ncf_tune.files import read_yaml_mapping, write_text_atomic
+from ncf_tune.errors import NcfError
+from ncf_tune.files import read_yaml_mapping
 
 ROWS = ("gmf", "mlp", "neumf", "neumf-pre")
 HERE = Path(__file__).resolve().parent
@@ -133,8 +135,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", choices=ROWS, default=list(ROWS))
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--json", type=Path, help="also write every run's figures here")
+    ap.add_argument("--jsonl", type=Path, help="append one line per finished run here (several "
+                    "processes may share one file: runs can be spread over machines)")
+    ap.add_argument("--table", type=Path, nargs="+", metavar="JSONL",
+                    help="print the table of the runs in these files; train nothing")
     args = ap.parse_args()
+    if args.table:
+        runs = [Run(**json.loads(line)) for path in args.table
+                for line in path.read_text().splitlines() if line.strip()]
+        print(table(runs))
+        return
     if not args.data:
         ap.error("--data DIR is required (the NCF paper's ML-1M split folder)")
     device = training.choose_device(args.device)
@@ -160,13 +170,18 @@ def main() -> None:
                     if save_to is not None:
                         saved[row] = save_to
                     runs.append(run)
-                    print(json.dumps(run.__dict__), flush=True)
+                    line = json.dumps(run.__dict__)
+                    print(line, flush=True)
+                    if args.jsonl and row in args.models:
+                        with open(args.jsonl, "a") as out:  # one short line: an atomic append
+                            out.write(line + "\n")
     kept = [r for r in runs if r.row in args.models]
     print(f"\n{table(kept)}\n\ntotal {(time.perf_counter() - started) / 60:.1f} min on "
           f"{device}", flush=True)
-    if args.json:
-        write_text_atomic(args.json, json.dumps([r.__dict__ for r in runs], indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NcfError as exc:  # a bad config file or data folder: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

@@ -37,7 +37,17 @@ def test_shipped_spaces_load_as_a_chain_in_dependency_order():
     assert [s.model for s in chain] == ["gmf", "mlp", "neumf"]
     neumf = chain[-1]
     assert set(neumf.pretrain) == {"gmf", "mlp"} and "factors" not in neumf.params
-    assert chain[1].params["layers"].args[0] == "64,32,16,8"
+    ends = {int(v.split(",")[-1]) for v in chain[1].params["layers"].args}
+    assert ends == {8, 16, 32, 64}  # the paper's predictive factors, as GMF's
+    for stage in chain:  # the recipes tried first are inside the ranges searched
+        for point in stage.searcher.points_to_evaluate:
+            for key, value in point.items():
+                param = stage.params[key]
+                if param.kind == "choice":
+                    value = ",".join(map(str, value)) if isinstance(value, list) else value
+                    assert value in param.args, (stage.name, key)
+                elif param.kind in ("uniform", "loguniform", "randint"):
+                    assert param.args[0] <= value <= param.args[1], (stage.name, key)
 
 
 def test_distributions_become_tune_domains(tmp_path):
