@@ -180,3 +180,16 @@ def test_a_second_search_on_the_same_experiment_is_refused(chain):
         with pytest.raises(NcfError, match="another search is writing to this experiment"):
             search.run_chain(folder / "gmf.yaml", results_dir=folder / "results",
                              experiment="exp")
+
+
+def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local):
+    """search_spaces/neumf.yaml as shipped, on tiny data, one epoch: the first trial of
+    each stage is the recipe its file lists first, and NeuMF takes the winners' sizes."""
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=60, num_items=150))
+    space = Path(__file__).resolve().parent.parent / "search_spaces" / "neumf.yaml"
+    summaries = search.run_chain(space, data_source=str(ratings), results_dir=tmp_path,
+                                 experiment="shipped", num_samples=1, max_epochs=1)
+    gmf, mlp, neumf = (s.best_config for s in summaries)
+    assert (gmf["factors"], gmf["embedding_l2"], gmf["lr_schedule"]) == (64, 0.005, "cosine")
+    assert mlp["layers"] == [256, 128, 64]
+    assert (neumf["factors"], neumf["layers"], neumf["lr"]) == (64, [256, 128, 64], 1e-4)
