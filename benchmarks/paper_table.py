@@ -71,10 +71,11 @@ def row_config(configs: Path, row: str, factors: int, seed: int) -> TrainConfig:
     return TrainConfig.from_dict(values, where=str(path))
 
 
-def train_best(cfg: TrainConfig, split: data.Split, device, save_to: Path | None,
-               label: str) -> tuple[Run, float]:
+def train_best(row: str, cfg: TrainConfig, split: data.Split, device,
+               save_to: Path | None) -> Run:
     """Train `cfg`; test the best validation epoch's weights. Optionally save them."""
     best: dict = {}
+    label = f"{row}-{cfg.factors} seed {cfg.seed}"
     started = time.perf_counter()
 
     def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
@@ -93,9 +94,8 @@ def train_best(cfg: TrainConfig, split: data.Split, device, save_to: Path | None
     if save_to is not None:
         checkpoint.save(save_to, result.model, None, cfg, best["epoch"], split.num_users,
                         split.num_items)
-    run = Run("", cfg.factors, cfg.seed, best["epoch"], best["hr"], best["ndcg"], test_hr,
-              test_ndcg, round(seconds, 1))
-    return run, seconds
+    return Run(row, cfg.factors, cfg.seed, best["epoch"], best["hr"], best["ndcg"], test_hr,
+               test_ndcg, round(seconds, 1))
 
 
 def mean_std(values: list[float]) -> str:
@@ -162,8 +162,7 @@ def main() -> None:
                                           pretrain_mlp=str(saved["mlp"]))
                     save_to = Path(tmp, f"{row}-{f}-{seed}.pt") if row in ("gmf", "mlp") \
                         else None
-                    run, _ = train_best(cfg, split, device, save_to, f"{row}-{f} seed {seed}")
-                    run.row = row
+                    run = train_best(row, cfg, split, device, save_to)
                     if save_to is not None:
                         saved[row] = save_to
                     runs.append(run)

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from ncf_tune.errors import NcfError
+from ncf_tune.files import atomic_path
 
 
 def is_uri(location: str) -> bool:
@@ -68,10 +69,8 @@ def upload(local: Path, location: str) -> str:
     """Copy a local file to `location` (written under a temporary name, then moved, so a
     reader never sees half a file). Returns `location`."""
     if not is_uri(location):
-        Path(location).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{location}.{uuid.uuid4().hex[:8]}.tmp")
-        shutil.copyfile(local, tmp)
-        tmp.replace(location)
+        with atomic_path(location) as tmp:
+            shutil.copyfile(local, tmp)
         return location
     filesystem, path = _fs(location)
     parent = path.rsplit("/", 1)[0]
