@@ -39,7 +39,7 @@ class Checkpoint:
         """The model this checkpoint holds, weights loaded, on `device`."""
         cfg = self.config
         model = build(cfg.model, self.num_users, self.num_items, cfg.factors, cfg.layers,
-                      cfg.dropout, cfg.init_std)
+                      cfg.dropout, cfg.init_std, cfg.biases)
         model.load_state_dict(self.model_state)
         return model.to(device)
 
@@ -131,6 +131,10 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
         raise NcfError(f"{config.pretrain_mlp}: MLP layers are "
                        f"{[2 * mlp.user.embedding_dim, *mlp_layers]}, the NeuMF config says "
                        f"layers={list(config.layers)}; make them equal")
+    for path, part in ((config.pretrain_gmf, gmf), (config.pretrain_mlp, mlp)):
+        if part.biases is not None and not config.biases:
+            raise NcfError(f"{path}: the pretrained model has user/item biases and the NeuMF "
+                           "config has none; set biases: true to keep them")
     model.load_pretrained(gmf, mlp, config.alpha)  # type: ignore[operator]
 
 

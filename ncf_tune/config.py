@@ -39,6 +39,7 @@ class TrainConfig:
     num_negatives: int = 4  # negatives per positive and epoch; paper: 4 (3-6 all good)
     init_std: float = 0.01  # embedding init N(0, std); paper 0.01, Rendle et al. 2020: 0.1
     dropout: float = 0.0  # after each tower layer; the paper uses none
+    biases: bool = False  # add a learned user and item bias to the logit (Rendle et al.)
     # bf16: the forward pass under torch.autocast (weights, optimiser, loss and evaluation
     # stay fp32). Pays off for wide towers on GPUs and on CPUs with AMX (NeuMF-64: 3x on
     # the 2-core Xeon this was built on); on CPUs without bf16 units it is slower.
@@ -135,7 +136,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if key in ("pretrain_gmf", "pretrain_mlp"):
             return None if value in (None, "") else str(value)
         if isinstance(default, bool):
-            raise TypeError
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
         if isinstance(default, int):
             return _int(value)
         if isinstance(default, float):

@@ -268,8 +268,12 @@ def _stage_config(stage: spaces.Stage, upstream: dict[str, Winner]) -> dict[str,
         config[f"pretrain_{kind}"] = str(winner.checkpoint)
         if stage.model == "neumf":  # sizes must match the weights copied in
             for name in spaces.INHERITED[kind]:
-                value = winner.summary.best_config[name]
-                config[name] = ",".join(map(str, value)) if name == "layers" else value
+                value = winner.summary.best_config.get(name)  # no biases before they existed
+                if name == "layers":
+                    value = ",".join(map(str, value))
+                elif name == "biases":
+                    value = bool(value) or config.get("biases", False)
+                config[name] = value
     if stage.model == "mlp" and "gmf" in upstream:
         factors = upstream["gmf"].summary.best_config["factors"]
         layers = stage.params.get("layers")

@@ -41,8 +41,9 @@ DISTRIBUTIONS = ("uniform", "loguniform", "randint", "qrandint", "choice")
 METRICS = ("ndcg", "hr")
 # Keys a stage may not set in params: the stage sets them itself.
 STAGE_OWNED = ("model", "epochs", "pretrain_gmf", "pretrain_mlp")
-# NeuMF sizes that come from the pretrained winners (they must match to copy weights).
-INHERITED = {"gmf": ("factors",), "mlp": ("layers",)}
+# A pretrained NeuMF takes these from its GMF/MLP winners (its weights must fit them).
+# biases: NeuMF has them when either winner has (a winner without counts as zero biases).
+INHERITED = {"gmf": ("factors", "biases"), "mlp": ("layers", "biases")}
 
 
 @dataclass(frozen=True)

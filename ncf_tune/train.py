@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=non_negative_float, help="SGD momentum")
     p.add_argument("--init-std", type=positive_float, help="embedding init std")
     p.add_argument("--dropout", type=non_negative_float)
+    p.add_argument("--biases", action=argparse.BooleanOptionalAction,
+                   help="learn a user and an item bias (added to the logit)")
     p.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast for training")
     p.add_argument("--alpha", type=non_negative_float, help="NeuMF: GMF share of the output")
     p.add_argument("--seed", type=int)

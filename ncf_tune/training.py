@@ -136,7 +136,7 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         torch.set_flush_denormal(True)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model, data.num_users, data.num_items, cfg.factors, cfg.layers,
-                  cfg.dropout, cfg.init_std)
+                  cfg.dropout, cfg.init_std, cfg.biases)
     start = 0
     if resume is None:
         ckpt.load_pretrained(model, cfg, data.num_users, data.num_items)

@@ -102,3 +102,40 @@ def test_checkpoint_with_shapes_that_do_not_fit_its_config_is_refused(tmp_path):
     cfg = TrainConfig(model="mlp", layers=(32, 8), pretrain_gmf=str(path))
     with pytest.raises(NcfError, match="do not fit"):
         checkpoint.load_pretrained(build("mlp", NU, NI, 8, (32, 8)), cfg, NU, NI)
+
+
+def test_biases_start_at_zero_and_are_mixed_into_a_pretrained_neumf(tmp_path):
+    users, items = batch()
+    torch.manual_seed(0)
+    plain = GMF(NU, NI, 8)
+    torch.manual_seed(0)
+    biased = GMF(NU, NI, 8, biases=True)
+    torch.testing.assert_close(biased(users, items), plain(users, items))  # zero at the start
+
+    gmf = trained(GMF(NU, NI, 8, biases=True))
+    mlp = trained(MLP(NU, NI, (16, 8, 4)))  # no biases: counts as 0 in the mix
+    assert not torch.equal(gmf(users, items), plain(users, items))
+    gmf_path = checkpoint.save(tmp_path / "gmf.pt", gmf, None,
+                               TrainConfig(model="gmf", biases=True), 3, NU, NI)
+    mlp_path = checkpoint.save(tmp_path / "mlp.pt", mlp, None,
+                               TrainConfig(model="mlp", layers=(16, 8, 4)), 3, NU, NI)
+    cfg = TrainConfig(model="neumf", factors=8, layers=(16, 8, 4), biases=True, alpha=0.3,
+                      pretrain_gmf=str(gmf_path), pretrain_mlp=str(mlp_path))
+    neumf = build("neumf", NU, NI, 8, (16, 8, 4), biases=True)
+    checkpoint.load_pretrained(neumf, cfg, NU, NI)
+    want = 0.3 * gmf(users, items) + 0.7 * mlp(users, items)
+    torch.testing.assert_close(neumf(users, items), want)
+
+    # Dropping the GMF's biases would silently change what NeuMF starts from.
+    with pytest.raises(NcfError, match="biases: true"):
+        checkpoint.load_pretrained(build("neumf", NU, NI, 8, (16, 8, 4)),
+                                   cfg.replace(biases=False), NU, NI)
+
+
+def test_embedding_norms_include_the_biases():
+    users, items = batch()
+    model = trained(GMF(NU, NI, 8, biases=True))
+    assert model.biases is not None
+    want = (model.user(users).square().sum(-1) + model.item(items).square().sum(-1)
+            + model.biases.user(users).squeeze(-1) ** 2 + model.biases.item(items).squeeze(-1) ** 2)
+    torch.testing.assert_close(model.embedding_norms(users, items), want)

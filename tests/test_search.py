@@ -22,6 +22,7 @@ model: gmf
 data: {data}
 params:
   factors: 4
+  biases: true
   lr: {{loguniform: [1.0e-3, 5.0e-2]}}
   batch_size: 128
 num_samples: 4
@@ -121,6 +122,10 @@ def test_neumf_starts_from_the_upstream_winners_weights(chain):
                                **close)
     want = torch.cat([0.3 * gmf.output.weight, 0.7 * mlp.output.weight], dim=-1)
     torch.testing.assert_close(neumf.output.weight, want, **close)
+    # The GMF learned biases and the MLP did not: NeuMF takes the GMF's, scaled by alpha.
+    assert neumf_ck.config.biases and gmf.biases is not None and mlp.biases is None
+    assert gmf.biases.item.weight.abs().sum() > 0
+    torch.testing.assert_close(neumf.biases.item.weight, 0.3 * gmf.biases.item.weight, **close)
 
 
 def test_best_config_retrains_with_ncf_tune_train(chain, tmp_path):

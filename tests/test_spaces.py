@@ -93,6 +93,7 @@ def test_stage_key_changes_with_spec_data_and_upstream(tmp_path):
     ("model: gmf\nparams: {lr: -1}\n", "lr=-1.0 must be > 0"),
     ("model: gmf\nparams: {factors: {choice: [8, 0]}}\n", "factors=0 must be at least 1"),
     ("model: gmf\nparams: {epochs: 3}\n", "params.epochs is set by the stage"),
+    ("model: gmf\nparams: {biases: maybe}\n", "biases='maybe' is not bool"),
     ("model: gmf\nparams: {num_negatives: {randint: [1.5, 4]}}\n", "randint takes integers"),
     ("model: gmf\nresources: {cpu: 1, tpu: 1}\n", "resources: unknown key 'tpu'"),
     ("model: gmf\nscheduler: {type: hyperband}\n", "scheduler.type='hyperband'"),

@@ -44,7 +44,19 @@ def test_config_file_with_command_line_override(ratings_file, tmp_path):
               cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.splitlines()[-1])["epochs"] == 1
-    assert checkpoint.load(tmp_path / "o" / "model.pt").config.layers == (8, 4)
+    saved = checkpoint.load(tmp_path / "o" / "model.pt")
+    assert saved.config.layers == (8, 4) and not saved.config.biases
+    assert "biases.item.weight" not in saved.model_state
+
+    cfg.write_text(cfg.read_text() + "biases: true\n")
+    p = train("--config", str(cfg), "--epochs", "1", "--out", str(tmp_path / "b"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    saved = checkpoint.load(tmp_path / "b" / "model.pt")
+    assert saved.config.biases and saved.model_state["biases.item.weight"].abs().sum() > 0
+    p = train("--config", str(cfg), "--no-biases", "--epochs", "1", "--out",
+              str(tmp_path / "c"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not checkpoint.load(tmp_path / "c" / "model.pt").config.biases
 
 
 def test_resume_continues_a_finished_run(ratings_file, tmp_path):
@@ -86,6 +98,9 @@ def test_bad_config_file_names_the_file_and_key(ratings_file, tmp_path):
     p = train("--config", str(cfg), "--data", str(ratings_file), cwd=tmp_path)
     assert p.returncode == 2
     assert f"{cfg}: unknown key 'learning_rate'" in p.stderr
+    cfg.write_text("model: gmf\nbiases: yes please\n")
+    p = train("--config", str(cfg), "--data", str(ratings_file), cwd=tmp_path)
+    assert p.returncode == 2 and "biases='yes please' is not bool" in p.stderr
     cfg.write_text("model: [gmf\n")
     p = train("--config", str(cfg), cwd=tmp_path)
     assert p.returncode == 2 and "not valid YAML" in p.stderr
