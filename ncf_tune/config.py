@@ -24,7 +24,7 @@ class TrainConfig:
     model: str = "neumf"  # gmf | mlp | neumf
     factors: int = 8  # GMF embedding size: the paper's "predictive factors"
     layers: tuple[int, ...] = (64, 32, 16, 8)  # MLP tower; layers[0] = user + item embedding
-    epochs: int = 20  # the paper trains 20 epochs at most
+    epochs: int = 20  # the paper trains 20 epochs at most; a pretrained NeuMF may take 0
     batch_size: int = 256  # paper: 256; larger batches want a larger lr
     lr: float = 1e-3  # paper: Adam 1e-3
     optimizer: str = "adam"  # adam | sgd | rmsprop (the notebook's three)
@@ -79,7 +79,8 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", f"is not one of {', '.join(OPTIMIZERS)}")
         for key in ("factors", "epochs", "batch_size", "num_negatives"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) < 1 and not (key == "epochs" and self.starts_pretrained
+                                               and self.epochs == 0):
                 raise bad(key, "must be at least 1")
         if not self.lr > 0:
             raise bad("lr", "must be > 0")
@@ -112,6 +113,12 @@ class TrainConfig:
             raise NcfError(f"{where}: pretrain_mlp is for NeuMF; an MLP can take pretrain_gmf")
         if self.model == "neumf" and bool(self.pretrain_gmf) != bool(self.pretrain_mlp):
             raise NcfError(f"{where}: NeuMF pretraining needs both pretrain_gmf and pretrain_mlp")
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """A NeuMF built from trained GMF and MLP weights: it is scored before its first
+        epoch too (epoch 0), and `epochs: 0` means "use the pretrained mix as it is"."""
+        return self.model == "neumf" and bool(self.pretrain_gmf) and bool(self.pretrain_mlp)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (layers as a list): safe for YAML, JSON and torch.save."""

@@ -305,7 +305,9 @@ def _collect(grid: Any, stage: spaces.Stage) -> tuple[list[results.TrialRow], An
         row = results.TrialRow(trial_id, status, epochs_run, None, None, None,
                                float(df["seconds"].sum()),
                                {k: res.config.get(k) for k in searched})
-        clean = df[~df["diverged"].astype(bool)]
+        # Latest first: a tie goes to the later epoch, as Tune's checkpoint keeping does
+        # (a pretrained NeuMF's epoch 0 and an epoch that changed nothing can tie).
+        clean = df[~df["diverged"].astype(bool)].iloc[::-1]
         if not clean.empty:
             top = clean.loc[(clean[stage.metric] * sign).idxmax()]
             row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
@@ -331,7 +333,7 @@ class TrialPrinter(tune.Callback):
         if value is not None and not result.get("diverged"):
             old = self.best.get(trial.trial_id)
             sign = 1 if self.stage.mode == "max" else -1
-            if old is None or sign * value > sign * old[0]:
+            if old is None or sign * value >= sign * old[0]:
                 self.best[trial.trial_id] = (value, int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001

@@ -108,7 +108,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
         print(f"epoch {res.epoch:3d}/{cfg.epochs}  loss {res.loss:.4f}  val HR@10 {res.hr:.4f}"
               f"  NDCG@10 {res.ndcg:.4f}  {res.seconds:.1f}s", flush=True)
-        writer.add_scalar("train/loss", res.loss, res.epoch)
+        if res.epoch > 0:  # epoch 0, a pretrained NeuMF before training, has no loss
+            writer.add_scalar("train/loss", res.loss, res.epoch)
         writer.add_scalar("validation/HR@10", res.hr, res.epoch)
         writer.add_scalar("validation/NDCG@10", res.ndcg, res.epoch)
         writer.add_scalar("time/epoch_seconds", res.seconds, res.epoch)

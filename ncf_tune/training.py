@@ -70,8 +70,8 @@ def learning_rate(cfg: TrainConfig, progress: float) -> float:
 
 @dataclass(frozen=True)
 class EpochResult:
-    epoch: int  # 1-based: the number of epochs completed
-    loss: float  # mean training loss over the epoch's rows
+    epoch: int  # 1-based: the number of epochs completed; 0: a pretrained NeuMF untrained
+    loss: float  # mean training loss over the epoch's rows (NaN for epoch 0: none trained)
     hr: float  # validation HR@10
     ndcg: float  # validation NDCG@10
     seconds: float  # wall time of the whole epoch
@@ -81,7 +81,7 @@ class EpochResult:
 
     @property
     def diverged(self) -> bool:
-        return not math.isfinite(self.loss)
+        return self.epoch > 0 and not math.isfinite(self.loss)
 
 
 @dataclass
@@ -127,6 +127,10 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
     resume: a checkpoint of this config to continue from (its epoch onward).
     Returns the trained model and the per-epoch history. Stops early, after reporting
     it, on an epoch whose loss is NaN or inf (`FitResult.diverged`).
+
+    A NeuMF built from pretrained GMF and MLP weights (`cfg.starts_pretrained`) is scored
+    before it trains, as epoch 0: fine-tuning can make it worse (on the paper's ML-1M
+    split every fine-tuning tried did), and choosing the best epoch then keeps the mix.
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -151,6 +155,14 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
     sampler = NegativeSampler(data.train_users, data.train_items, data.num_items, device)
     validation = to_device(data.validation, device)
     result = FitResult(model, optimizer)
+    if resume is None and cfg.starts_pretrained:
+        t0 = time.perf_counter()
+        hr, ndcg = evaluate(model, validation)
+        seconds = time.perf_counter() - t0
+        res = EpochResult(0, math.nan, hr, ndcg, seconds, 0.0, 0.0, seconds)
+        result.history.append(res)
+        if on_epoch is not None:
+            on_epoch(res, TrainState(model, optimizer, cfg, 0, data.num_users, data.num_items))
     for epoch in range(start, cfg.epochs):
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks

@@ -32,7 +32,9 @@ def test_paper_table_trains_every_row_and_tabulates_the_runs(tmp_path):
     assert [(r["row"], r["seed"]) for r in lines] == [
         (row, seed) for seed in (0, 1) for row in ("gmf", "mlp", "neumf", "neumf-pre")]
     for r in lines:
-        assert r["factors"] == 4 and r["epoch"] in (1, 2)
+        # the pretrained NeuMF may keep its untrained mix (epoch 0): it is scored first
+        assert r["factors"] == 4 and r["epoch"] in ((0, 1, 2) if r["row"] == "neumf-pre"
+                                                    else (1, 2))
         assert 0 <= r["test_ndcg"] <= r["test_hr"] <= 1
     assert lines[0] != lines[4]  # the seed changes the split and the training
 

@@ -132,3 +132,31 @@ def test_checkpoints_load_from_a_storage_uri(ratings_file, tmp_path):
     assert all(torch.equal(ck.model_state[k], v) for k, v in result.model.state_dict().items())
     with pytest.raises(NcfError, match="not found in storage"):
         checkpoint.load(f"file://{tmp_path}/bucket/missing.pt")
+
+
+def test_a_pretrained_neumf_is_scored_before_it_trains(ratings_file, tmp_path):
+    split = tiny_split(ratings_file)
+    paths = {}
+    for kind, cfg in (("gmf", TrainConfig(model="gmf", factors=4, epochs=2, batch_size=64)),
+                      ("mlp", TrainConfig(model="mlp", layers=(8, 4), epochs=2, batch_size=64))):
+        trained = training.fit(cfg, split).model
+        paths[kind] = str(checkpoint.save(tmp_path / f"{kind}.pt", trained, None, cfg, 2,
+                                          split.num_users, split.num_items))
+    cfg = CFG.replace(dropout=0.0, epochs=2, pretrain_gmf=paths["gmf"], pretrain_mlp=paths["mlp"])
+    mix = training.build("neumf", split.num_users, split.num_items, 4, (8, 4))
+    checkpoint.load_pretrained(mix, cfg, split.num_users, split.num_items)
+    want = training.evaluate(mix, split.validation)
+
+    seen = []
+    result = training.fit(cfg, split, on_epoch=lambda r, s: seen.append((r, s.epoch)))
+    assert [(r.epoch, e) for r, e in seen] == [(0, 0), (1, 1), (2, 2)]
+    assert (seen[0][0].hr, seen[0][0].ndcg) == want
+    assert math.isnan(seen[0][0].loss) and not seen[0][0].diverged and not result.diverged
+
+    # epochs: 0 keeps the mix as it is; a model trained from scratch must train.
+    kept = training.fit(cfg.replace(epochs=0), split)
+    assert [r.epoch for r in kept.history] == [0]
+    assert all(torch.equal(v, mix.state_dict()[k]) for k, v in kept.model.state_dict().items())
+    TrainConfig.from_dict({**cfg.to_dict(), "epochs": 0})
+    with pytest.raises(NcfError, match="epochs=0 must be at least 1"):
+        TrainConfig.from_dict({"model": "neumf", "epochs": 0})
