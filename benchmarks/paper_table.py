@@ -10,13 +10,15 @@ No search runs here. For every factor size f and seed, in this order:
   mlp        MLP, layers 4f,2f,f (paper, section 4)  configs/mlp.yaml
   neumf      NeuMF from scratch                      configs/neumf.yaml
   neumf-pre  NeuMF from this seed's GMF and MLP      configs/neumf-pre.yaml
-The YAML files (default benchmarks/paper_configs/, or a search's winners copied there)
-hold every other setting; the sizes come from --factors. A seed fixes the validation
+The YAML files (default benchmarks/paper_configs/, or a search's winners copied there;
+paper_configs/v1/ holds the first recipes, which made the 8-32 factor rows) hold every
+other setting; the sizes come from --factors. A seed fixes the validation
 hold-out, the initialisation, the negatives and the batch order.
 
 Each run keeps the weights of its best validation epoch (NDCG@10, as the search ranks
 trials) and scores the test set with them, once. `neumf-pre` starts from those same
-best-epoch GMF and MLP weights. Test scores never choose anything.
+best-epoch GMF and MLP weights, and its epoch 0 (the untrained mix) is a candidate too.
+Test scores never choose anything.
 """
 
 from __future__ import annotations
@@ -155,11 +157,15 @@ def main() -> None:
             split = data.prepare(args.data, seed=seed)
             for f in args.factors:
                 saved: dict[str, Path] = {}
+                biased = False  # NeuMF takes user/item biases when a part has them
                 for row in rows:
                     cfg = row_config(args.configs, row, f, seed)
                     if row == "neumf-pre":
                         cfg = cfg.replace(pretrain_gmf=str(saved["gmf"]),
-                                          pretrain_mlp=str(saved["mlp"]))
+                                          pretrain_mlp=str(saved["mlp"]),
+                                          biases=cfg.biases or biased)
+                    elif row in ("gmf", "mlp"):
+                        biased = biased or cfg.biases
                     save_to = Path(tmp, f"{row}-{f}-{seed}.pt") if row in ("gmf", "mlp") \
                         else None
                     run = train_best(row, cfg, split, device, save_to)

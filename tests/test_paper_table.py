@@ -24,6 +24,8 @@ def test_paper_table_trains_every_row_and_tabulates_the_runs(tmp_path):
     configs.mkdir()
     for row in ("gmf", "mlp", "neumf", "neumf-pre"):
         (configs / f"{row}.yaml").write_text("epochs: 2\nbatch_size: 128\nlr: 0.01\n")
+    # a GMF with biases: the pretrained NeuMF must take them (its config does not say)
+    (configs / "gmf.yaml").write_text("epochs: 2\nbatch_size: 128\nlr: 0.01\nbiases: true\n")
     runs = tmp_path / "runs.jsonl"
     p = run("--data", str(split), "--configs", str(configs), "--factors", "4",
             "--seeds", "0", "1", "--jsonl", str(runs))
