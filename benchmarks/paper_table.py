@@ -11,8 +11,8 @@ No search runs here. For every factor size f and seed, in this order:
   neumf      NeuMF from scratch                      configs/neumf.yaml
   neumf-pre  NeuMF from this seed's GMF and MLP      configs/neumf-pre.yaml
 The YAML files (default benchmarks/paper_configs/, or a search's winners copied there;
-paper_configs/v1/ holds the first recipes, which made the 8-32 factor rows) hold every
-other setting; the sizes come from --factors. A seed fixes the validation
+paper_configs/v1/ holds the first recipes, which made docs/RESULTS.md's first table)
+hold every other setting; the sizes come from --factors. A seed fixes the validation
 hold-out, the initialisation, the negatives and the batch order.
 
 Each run keeps the weights of its best validation epoch (NDCG@10, as the search ranks
