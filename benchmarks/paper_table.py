@@ -4,12 +4,16 @@ NCF paper's test split once per run, print the table beside the paper's.
     python benchmarks/paper_table.py --data ../shared/data/ml-1m --factors 64 --seeds 0 1 2
     python benchmarks/paper_table.py --data ../shared/data/ml-1m --models gmf --factors 8 16
     python benchmarks/paper_table.py --table runs.jsonl     # the table of runs done before
+    python benchmarks/paper_table.py --data ../shared/data/ml-1m --factors 64 \
+        --mlp-scale 2 --models neumf-pre                     # NeuMF from GMF-64 + MLP-128
 
 No search runs here. For every factor size f and seed, in this order:
   gmf        GMF with f factors                      configs/gmf.yaml
-  mlp        MLP, layers 4f,2f,f (paper, section 4)  configs/mlp.yaml
+  mlp        MLP, layers 4m,2m,m (paper, section 4)  configs/mlp.yaml
   neumf      NeuMF from scratch                      configs/neumf.yaml
   neumf-pre  NeuMF from this seed's GMF and MLP      configs/neumf-pre.yaml
+m is f (the paper's sizes) unless --mlp-scale S makes it S*f: a wider MLP beside GMF-f;
+the table then shows "f + m" for the NeuMF rows, which are not the paper's models.
 The YAML files (default benchmarks/paper_configs/, or a search's winners copied there;
 paper_configs/v1/ holds the first recipes, which made docs/RESULTS.md's first table)
 hold every other setting; the sizes come from --factors. A seed fixes the validation
@@ -18,7 +22,8 @@ hold-out, the initialisation, the negatives and the batch order.
 Each run keeps the weights of its best validation epoch (NDCG@10, as the search ranks
 trials) and scores the test set with them, once. `neumf-pre` starts from those same
 best-epoch GMF and MLP weights, and its epoch 0 (the untrained mix) is a candidate too.
-Test scores never choose anything.
+`alpha` in neumf-pre.yaml may be a list: each value's untrained mix is scored on
+validation and the best one is fine-tuned. Test scores never choose anything.
 """
 
 from __future__ import annotations
@@ -63,14 +68,38 @@ class Run:
     test_hr: float
     test_ndcg: float
     seconds: float
+    mlp_factors: int = 0  # NeuMF rows: the MLP's last layer when it is not `factors`
+    alpha: float | None = None  # neumf-pre: the GMF weight it ran with
 
 
-def row_config(configs: Path, row: str, factors: int, seed: int) -> TrainConfig:
+def row_config(configs: Path, row: str, factors: int, seed: int,
+               mlp_scale: int = 1) -> tuple[TrainConfig, list[float]]:
+    """The row's config at these sizes, and the alphas to choose from (neumf-pre)."""
     path = configs / f"{row}.yaml"
     values = read_yaml_mapping(path)
-    values.update(factors=factors, layers=[4 * factors, 2 * factors, factors], seed=seed)
+    m = mlp_scale * factors
+    values.update(factors=m if row == "mlp" else factors, layers=[4 * m, 2 * m, m], seed=seed)
     values["model"] = "neumf" if row.startswith("neumf") else row
-    return TrainConfig.from_dict(values, where=str(path))
+    alphas = values.get("alpha")
+    if not isinstance(alphas, list):
+        return TrainConfig.from_dict(values, where=str(path)), []
+    if not alphas:  # candidates: validation chooses (see choose_alpha)
+        raise NcfError(f"{path}: alpha is an empty list; give a number or a list of numbers")
+    # each candidate is checked as a config of its own: a bad one is named by the file
+    cfgs = [TrainConfig.from_dict({**values, "alpha": a}, where=str(path)) for a in alphas]
+    cfg, alphas = cfgs[0], [c.alpha for c in cfgs]
+    return cfg, alphas
+
+
+def choose_alpha(cfg: TrainConfig, alphas: list[float], split: data.Split, device) -> float:
+    """The alpha whose untrained mix of the pretrained parts scores best on validation."""
+    scores = {}
+    for a in alphas:
+        mix = training.fit(cfg.replace(alpha=a, epochs=0), split, device).history[0]
+        scores[a] = mix.ndcg
+        print(f"  neumf-pre-{cfg.factors} seed {cfg.seed} alpha {a}: untrained mix val HR "
+              f"{mix.hr:.4f}  NDCG {mix.ndcg:.4f}", file=sys.stderr, flush=True)
+    return max(alphas, key=lambda a: scores[a])
 
 
 def train_best(row: str, cfg: TrainConfig, split: data.Split, device,
@@ -96,8 +125,11 @@ def train_best(row: str, cfg: TrainConfig, split: data.Split, device,
     if save_to is not None:
         checkpoint.save(save_to, result.model, None, cfg, best["epoch"], split.num_users,
                         split.num_items)
+    mlp_factors = cfg.layers[-1] if cfg.model == "neumf" else 0
     return Run(row, cfg.factors, cfg.seed, best["epoch"], best["hr"], best["ndcg"], test_hr,
-               test_ndcg, round(seconds, 1))
+               test_ndcg, round(seconds, 1),
+               mlp_factors=0 if mlp_factors == cfg.factors else mlp_factors,
+               alpha=cfg.alpha if cfg.starts_pretrained else None)
 
 
 def mean_std(values: list[float]) -> str:
@@ -110,15 +142,16 @@ def table(runs: list[Run]) -> str:
     lines = ["| model | factors | seeds | test HR@10 | test NDCG@10 | paper HR / NDCG | "
              "best epoch | minutes per seed |",
              "|---|---|---|---|---|---|---|---|"]
-    keys = sorted({(r.row, r.factors) for r in runs},
-                  key=lambda k: (k[1], ROWS.index(k[0])))
-    for row, f in keys:
-        rs = [r for r in runs if (r.row, r.factors) == (row, f)]
-        paper = PAPER.get((row, f))
+    keys = sorted({(r.row, r.factors, r.mlp_factors) for r in runs},
+                  key=lambda k: (k[1], k[2], ROWS.index(k[0])))
+    for row, f, m in keys:
+        rs = [r for r in runs if (r.row, r.factors, r.mlp_factors) == (row, f, m)]
+        paper = None if m else PAPER.get((row, f))  # a wider MLP is not the paper's model
         paper_text = f"{paper[0]:.3f} / {paper[1]:.3f}" if paper else "-"
         epochs = ",".join(str(r.epoch) for r in rs)
         minutes = statistics.mean(r.seconds for r in rs) / 60
-        lines.append(f"| {row} | {f} | {len(rs)} | {mean_std([r.test_hr for r in rs])} | "
+        size = f"{f} + {m}" if m else str(f)
+        lines.append(f"| {row} | {size} | {len(rs)} | {mean_std([r.test_hr for r in rs])} | "
                      f"{mean_std([r.test_ndcg for r in rs])} | {paper_text} | {epochs} | "
                      f"{minutes:.1f} |")
     return "\n".join(lines)
@@ -131,6 +164,8 @@ def main() -> None:
     ap.add_argument("--configs", type=Path, default=HERE / "paper_configs",
                     help="folder with gmf.yaml, mlp.yaml, neumf.yaml, neumf-pre.yaml")
     ap.add_argument("--factors", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--mlp-scale", type=int, default=1, metavar="S",
+                    help="MLP layers 4m,2m,m with m = S x factors (default 1: the paper's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", choices=ROWS, default=list(ROWS))
     ap.add_argument("--device", default="auto")
@@ -146,6 +181,8 @@ def main() -> None:
         return
     if not args.data:
         ap.error("--data DIR is required (the NCF paper's ML-1M split folder)")
+    if args.mlp_scale < 1:
+        ap.error("--mlp-scale must be at least 1")
     device = training.choose_device(args.device)
     rows = [r for r in ROWS if r in args.models]
     if "neumf-pre" in rows:  # needs this seed's GMF and MLP
@@ -159,11 +196,13 @@ def main() -> None:
                 saved: dict[str, Path] = {}
                 biased = False  # NeuMF takes user/item biases when a part has them
                 for row in rows:
-                    cfg = row_config(args.configs, row, f, seed)
+                    cfg, alphas = row_config(args.configs, row, f, seed, args.mlp_scale)
                     if row == "neumf-pre":
                         cfg = cfg.replace(pretrain_gmf=str(saved["gmf"]),
                                           pretrain_mlp=str(saved["mlp"]),
                                           biases=cfg.biases or biased)
+                        if alphas:
+                            cfg = cfg.replace(alpha=choose_alpha(cfg, alphas, split, device))
                     elif row in ("gmf", "mlp"):
                         biased = biased or cfg.biases
                     save_to = Path(tmp, f"{row}-{f}-{seed}.pt") if row in ("gmf", "mlp") \

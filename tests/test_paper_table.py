@@ -53,3 +53,45 @@ def test_a_missing_config_is_one_line(tmp_path):
     assert p.returncode != 0
     assert p.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'gmf.yaml'}: cannot read (No such file or directory); check the path"]
+
+
+def test_a_wider_mlp_and_alphas_chosen_on_validation(tmp_path):
+    split = write_paper_split(tmp_path / "split", num_users=40, num_items=150)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for row in ("gmf", "mlp"):
+        (configs / f"{row}.yaml").write_text("epochs: 1\nbatch_size: 128\nlr: 0.01\n")
+    (configs / "neumf-pre.yaml").write_text("epochs: 1\nbatch_size: 128\nlr: 0.001\n"
+                                            "alpha: [0.2, 0.5, 0.8]\n")
+    runs = tmp_path / "runs.jsonl"
+    p = run("--data", str(split), "--configs", str(configs), "--factors", "4",
+            "--mlp-scale", "2", "--models", "mlp", "neumf-pre", "--seeds", "0",
+            "--jsonl", str(runs))
+    assert p.returncode == 0, p.stderr
+    mlp, neumf = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert (mlp["row"], mlp["factors"]) == ("mlp", 8)  # layers 32,16,8
+    assert (neumf["row"], neumf["factors"], neumf["mlp_factors"]) == ("neumf-pre", 4, 8)
+    # every candidate's untrained mix was scored, and the best one on validation ran
+    mixes = {float(line.split("alpha ")[1].split(":")[0]): float(line.rsplit("NDCG ", 1)[1])
+             for line in p.stderr.splitlines() if "untrained mix" in line}
+    assert sorted(mixes) == [0.2, 0.5, 0.8]
+    assert neumf["alpha"] == max(mixes, key=mixes.get)
+
+    p = run("--table", str(runs))
+    assert p.returncode == 0, p.stderr
+    assert "| neumf-pre | 4 + 8 | 1 |" in p.stdout  # not the paper's model: no paper cell
+    assert "| mlp | 8 | 1 |" in p.stdout
+
+
+def test_a_bad_alpha_candidate_is_one_line(tmp_path):
+    split = write_paper_split(tmp_path / "split", num_users=30, num_items=150)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for row in ("gmf", "mlp"):
+        (configs / f"{row}.yaml").write_text("epochs: 1\n")
+    (configs / "neumf-pre.yaml").write_text("alpha: [0.5, 1.5]\n")
+    p = run("--data", str(split), "--configs", str(configs), "--factors", "4", "--seeds", "0",
+            "--models", "neumf-pre")
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"error: {configs / 'neumf-pre.yaml'}: alpha=1.5 must be in [0, 1]")
