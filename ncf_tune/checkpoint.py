@@ -39,7 +39,7 @@ class Checkpoint:
         """The model this checkpoint holds, weights loaded, on `device`."""
         cfg = self.config
         model = build(cfg.model, self.num_users, self.num_items, cfg.factors, cfg.layers,
-                      cfg.dropout, cfg.init_std, cfg.biases)
+                      cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
         model.load_state_dict(self.model_state)
         return model.to(device)
 

@@ -40,6 +40,10 @@ class TrainConfig:
     init_std: float = 0.01  # embedding init N(0, std); paper 0.01, Rendle et al. 2020: 0.1
     dropout: float = 0.0  # after each tower layer; the paper uses none
     biases: bool = False  # add a learned user and item bias to the logit (Rendle et al.)
+    # GMF only: fix h to ones, so the logit is the dot product p_u . q_i (+ biases): MF as
+    # Rendle et al. 2020 train it (plain SGD, 256 epochs). A NeuMF built from such a GMF
+    # starts from h = ones in its GMF half and trains it from there.
+    dot_product: bool = False
     # bf16: the forward pass under torch.autocast (weights, optimiser, loss and evaluation
     # stay fp32). Pays off for wide towers on GPUs and on CPUs with AMX (NeuMF-64: 3x on
     # the 2-core Xeon this was built on); on CPUs without bf16 units it is slower.
@@ -106,6 +110,9 @@ class TrainConfig:
                 raise bad("layers", "needs at least two positive sizes, e.g. 64,32,16,8")
             if self.layers[0] % 2:
                 raise bad("layers", "must start with an even size (user + item embedding)")
+        if self.dot_product and self.model != "gmf":
+            raise NcfError(f"{where}: dot_product is a GMF setting (h fixed to ones); a "
+                           f"{self.model.upper()} takes it from its pretrained GMF; drop it")
         if self.model == "gmf" and (self.pretrain_gmf or self.pretrain_mlp):
             raise NcfError(f"{where}: a GMF is not built from pretrained models; drop "
                            "pretrain_gmf/pretrain_mlp")

@@ -1,6 +1,7 @@
 """GMF, MLP and NeuMF (He et al., WWW 2017). Every model maps (users, items) to logits.
 
     GMF    logit = h . (p_u * q_i)                       p, q: `factors`-dim embeddings
+           (with `dot_product`, h is fixed to ones: logit = p_u . q_i, plain MF)
     MLP    logit = h . tower([p_u ; q_i])                p, q: layers[0] / 2 each
     NeuMF  logit = h . [p_u * q_i ; tower([p'_u ; q'_i])] separate embeddings per branch
 
@@ -55,24 +56,23 @@ class Biases(nn.Module):
         nn.init.zeros_(self.user.weight)
         nn.init.zeros_(self.item.weight)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (self.user(users) + self.item(items)).squeeze(-1)
-
-    def norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return _sq(self.user(users)) + _sq(self.item(items))
+    def forward(self, users: torch.Tensor, items: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: b_u + b_i, and b_u^2 + b_i^2 (their share of the embedding L2)."""
+        bu, bi = self.user(users).squeeze(-1), self.item(items).squeeze(-1)
+        return bu + bi, bu.square() + bi.square()
 
 
 def _biases(num_users: int, num_items: int, on: bool) -> Biases | None:
     return Biases(num_users, num_items) if on else None
 
 
-def _plus_biases(logits: torch.Tensor, biases: Biases | None, users: torch.Tensor,
-                 items: torch.Tensor) -> torch.Tensor:
-    return logits if biases is None else logits + biases(users, items)
-
-
-def _bias_norms(biases: Biases | None, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    return biases.norms(users, items) if biases is not None else torch.zeros(())
+def _plus_biases(logits: torch.Tensor, norms: torch.Tensor, biases: Biases | None,
+                 users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if biases is None:
+        return logits, norms
+    offset, bias_norms = biases(users, items)
+    return logits + offset, norms + bias_norms
 
 
 class Tower(nn.Module):
@@ -99,24 +99,36 @@ class Tower(nn.Module):
 
 class GMF(nn.Module):
     def __init__(self, num_users: int, num_items: int, factors: int = 8,
-                 init_std: float = 0.01, biases: bool = False) -> None:
+                 init_std: float = 0.01, biases: bool = False,
+                 dot_product: bool = False) -> None:
         super().__init__()
         self.user = _embedding(num_users, factors, init_std)
         self.item = _embedding(num_items, factors, init_std)
         self.output = _output(factors)
+        if dot_product:
+            # The paper's MF special case (section 3.2). h stays a (frozen) parameter so
+            # the state dict is a GMF's and a NeuMF takes it as it takes any GMF. Why it
+            # matters: with plain SGD a learned h scales each factor's step by |h_k|
+            # (LeCun init: about 0.1), and Rendle et al.'s SGD recipe assumes h = 1.
+            nn.init.ones_(self.output.weight)
+            self.output.weight.requires_grad_(False)
         self.biases = _biases(num_users, num_items, biases)
 
-    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.user(users) * self.item(items)
+    def features(self, users: torch.Tensor, items: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: p_u * q_i, and the squared norms of p_u and q_i (for embedding L2)."""
+        p, q = self.user(users), self.item(items)
+        return p * q, _sq(p) + _sq(q)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        logits = self.output(self.features(users, items)).squeeze(-1)
-        return _plus_biases(logits, self.biases, users, items)
+        return self.logits_and_norms(users, items)[0]
 
-    def embedding_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Per row: squared L2 norm of the user and item embeddings (and biases) it uses."""
-        return (_sq(self.user(users)) + _sq(self.item(items))
-                + _bias_norms(self.biases, users, items))
+    def logits_and_norms(self, users: torch.Tensor, items: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits, and per row the squared L2 norm of the embeddings (and biases) used.
+        One lookup serves both: the L2 term does not look the rows up again."""
+        x, norms = self.features(users, items)
+        return _plus_biases(self.output(x).squeeze(-1), norms, self.biases, users, items)
 
 
 class MLP(nn.Module):
@@ -129,16 +141,19 @@ class MLP(nn.Module):
         self.output = _output(layers[-1])
         self.biases = _biases(num_users, num_items, biases)
 
-    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))
+    def features(self, users: torch.Tensor, items: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: the tower's output, and the squared norms of the embeddings it took."""
+        p, q = self.user(users), self.item(items)
+        return self.tower(torch.cat([p, q], dim=-1)), _sq(p) + _sq(q)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        logits = self.output(self.features(users, items)).squeeze(-1)
-        return _plus_biases(logits, self.biases, users, items)
+        return self.logits_and_norms(users, items)[0]
 
-    def embedding_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (_sq(self.user(users)) + _sq(self.item(items))
-                + _bias_norms(self.biases, users, items))
+    def logits_and_norms(self, users: torch.Tensor, items: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, norms = self.features(users, items)
+        return _plus_biases(self.output(x).squeeze(-1), norms, self.biases, users, items)
 
     @torch.no_grad()
     def embeddings_from(self, gmf: GMF) -> None:
@@ -161,12 +176,14 @@ class NeuMF(nn.Module):
         self.biases = _biases(num_users, num_items, biases)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        both = torch.cat([self.gmf.features(users, items), self.mlp.features(users, items)], -1)
-        return _plus_biases(self.output(both).squeeze(-1), self.biases, users, items)
+        return self.logits_and_norms(users, items)[0]
 
-    def embedding_norms(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (self.gmf.embedding_norms(users, items) + self.mlp.embedding_norms(users, items)
-                + _bias_norms(self.biases, users, items))
+    def logits_and_norms(self, users: torch.Tensor, items: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        g, g_norms = self.gmf.features(users, items)
+        m, m_norms = self.mlp.features(users, items)
+        logits = self.output(torch.cat([g, m], -1)).squeeze(-1)
+        return _plus_biases(logits, g_norms + m_norms, self.biases, users, items)
 
     @torch.no_grad()
     def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> None:
@@ -193,10 +210,10 @@ class NeuMF(nn.Module):
 
 def build(model: str, num_users: int, num_items: int, factors: int,
           layers: tuple[int, ...], dropout: float = 0.0, init_std: float = 0.01,
-          biases: bool = False) -> nn.Module:
-    """A fresh GMF, MLP or NeuMF with the paper's initialisation."""
+          biases: bool = False, dot_product: bool = False) -> nn.Module:
+    """A fresh GMF, MLP or NeuMF with the paper's initialisation (`dot_product`: GMF only)."""
     if model == "gmf":
-        return GMF(num_users, num_items, factors, init_std, biases)
+        return GMF(num_users, num_items, factors, init_std, biases, dot_product)
     if model == "mlp":
         return MLP(num_users, num_items, layers, dropout, init_std, biases)
     if model == "neumf":

@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=non_negative_float)
     p.add_argument("--biases", action=argparse.BooleanOptionalAction,
                    help="learn a user and an item bias (added to the logit)")
+    p.add_argument("--dot-product", action=argparse.BooleanOptionalAction,
+                   help="GMF: fix h to ones (plain MF, as Rendle et al. 2020)")
     p.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast for training")
     p.add_argument("--alpha", type=non_negative_float, help="NeuMF: GMF share of the output")
     p.add_argument("--seed", type=int)

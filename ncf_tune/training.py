@@ -44,7 +44,7 @@ def choose_device(name: str = "auto") -> torch.device:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam, SGD or RMSprop with the notebook's settings; L2 as weight decay."""
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]  # not a dot product's h
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.l2)
     if cfg.optimizer == "sgd":
@@ -140,7 +140,7 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         torch.set_flush_denormal(True)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model, data.num_users, data.num_items, cfg.factors, cfg.layers,
-                  cfg.dropout, cfg.init_std, cfg.biases)
+                  cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
     start = 0
     if resume is None:
         ckpt.load_pretrained(model, cfg, data.num_users, data.num_items)
@@ -203,12 +203,11 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
                 group["lr"] = lr
         batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
         with torch.autocast(users.device.type, torch.bfloat16, enabled=bf16):
-            logits = model(users[batch], items[batch])
+            logits, norms = model.logits_and_norms(users[batch], items[batch])
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels[batch])
         total += loss.detach() * len(logits)  # no .item() per batch: no device sync
         if cfg.embedding_l2 > 0:
-            loss = loss + cfg.embedding_l2 * model.embedding_norms(users[batch],
-                                                                   items[batch]).mean()
+            loss = loss + cfg.embedding_l2 * norms.float().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

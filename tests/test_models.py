@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ncf_tune import checkpoint
+from ncf_tune import checkpoint, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.models import GMF, MLP, NeuMF, build
@@ -138,4 +138,42 @@ def test_embedding_norms_include_the_biases():
     assert model.biases is not None
     want = (model.user(users).square().sum(-1) + model.item(items).square().sum(-1)
             + model.biases.user(users).squeeze(-1) ** 2 + model.biases.item(items).squeeze(-1) ** 2)
-    torch.testing.assert_close(model.embedding_norms(users, items), want)
+    logits, norms = model.logits_and_norms(users, items)
+    torch.testing.assert_close(norms, want)
+    torch.testing.assert_close(logits, model(users, items))
+
+
+def test_a_dot_product_gmf_keeps_h_at_ones_under_training_and_hands_it_to_neumf(tmp_path):
+    users, items = batch()
+    cfg = TrainConfig(model="gmf", factors=8, dot_product=True, biases=True, optimizer="sgd",
+                      momentum=0.0, lr=1.0)
+    gmf = build("gmf", NU, NI, 8, (), biases=True, dot_product=True)
+    opt = training.build_optimizer(gmf, cfg)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            gmf(users, items), torch.ones(len(users))).backward()
+        opt.step()
+    assert torch.equal(gmf.output.weight, torch.ones(1, 8))  # h is not trained
+    assert gmf.output.bias.item() != 0  # the global bias is
+    assert gmf.biases is not None
+    want = ((gmf.user(users) * gmf.item(items)).sum(-1) + gmf.output.bias
+            + gmf.biases(users, items)[0])
+    torch.testing.assert_close(gmf(users, items), want)  # a plain dot product (+ biases)
+
+    path = checkpoint.save(tmp_path / "gmf.pt", gmf, None, cfg, 3, NU, NI)
+    assert checkpoint.load(path).model().output.weight.requires_grad is False
+    mlp = trained(MLP(NU, NI, (16, 8, 4)))
+    mlp_path = checkpoint.save(tmp_path / "mlp.pt", mlp, None,
+                               TrainConfig(model="mlp", layers=(16, 8, 4)), 3, NU, NI)
+    neumf_cfg = TrainConfig(model="neumf", factors=8, layers=(16, 8, 4), biases=True,
+                            alpha=0.4, pretrain_gmf=str(path), pretrain_mlp=str(mlp_path))
+    neumf = build("neumf", NU, NI, 8, (16, 8, 4), biases=True)
+    checkpoint.load_pretrained(neumf, neumf_cfg, NU, NI)
+    torch.testing.assert_close(neumf(users, items),
+                               0.4 * gmf(users, items) + 0.6 * mlp(users, items))
+
+
+def test_dot_product_is_a_gmf_setting():
+    with pytest.raises(NcfError, match="dot_product is a GMF setting"):
+        TrainConfig.from_dict({"model": "mlp", "dot_product": True})
