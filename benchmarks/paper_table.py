@@ -22,7 +22,9 @@ hold-out, the initialisation, the negatives and the batch order.
 Each run keeps the weights of its best validation epoch (NDCG@10, as the search ranks
 trials) and scores the test set with them, once. `neumf-pre` starts from those same
 best-epoch GMF and MLP weights, and its epoch 0 (the untrained mix) is a candidate too.
-`alpha` in neumf-pre.yaml may be a list: each value's untrained mix is scored on
+`--keep DIR` keeps the GMFs and MLPs with their figures and reuses them when the
+config, seed and data match: `--models gmf` first and `--models neumf-pre` later train
+each part once. `alpha` in neumf-pre.yaml may be a list: each value's untrained mix is scored on
 validation and the best one is fine-tuned. Test scores never choose anything.
 """
 
@@ -122,14 +124,39 @@ def train_best(row: str, cfg: TrainConfig, split: data.Split, device,
         raise SystemExit(f"{label}: diverged in its first epoch; lower lr in its config")
     result.model.load_state_dict(best["state"])
     test_hr, test_ndcg = training.evaluate(result.model, training.to_device(split.test, device))
-    if save_to is not None:
-        checkpoint.save(save_to, result.model, None, cfg, best["epoch"], split.num_users,
-                        split.num_items)
     mlp_factors = cfg.layers[-1] if cfg.model == "neumf" else 0
-    return Run(row, cfg.factors, cfg.seed, best["epoch"], best["hr"], best["ndcg"], test_hr,
-               test_ndcg, round(seconds, 1),
-               mlp_factors=0 if mlp_factors == cfg.factors else mlp_factors,
-               alpha=cfg.alpha if cfg.starts_pretrained else None)
+    run = Run(row, cfg.factors, cfg.seed, best["epoch"], best["hr"], best["ndcg"], test_hr,
+              test_ndcg, round(seconds, 1),
+              mlp_factors=0 if mlp_factors == cfg.factors else mlp_factors,
+              alpha=cfg.alpha if cfg.starts_pretrained else None)
+    if save_to is not None:  # the run's figures go with the weights: see reuse()
+        checkpoint.save(save_to, result.model, None, cfg, best["epoch"], split.num_users,
+                        split.num_items, {k: float(getattr(run, k)) for k in KEPT})
+    return run
+
+
+KEPT = ("epoch", "val_hr", "val_ndcg", "test_hr", "test_ndcg", "seconds")
+
+
+def reuse(path: Path, row: str, cfg: TrainConfig) -> Run | None:
+    """The run a `--keep` checkpoint holds, if it was trained with `cfg`; None when there
+    is none. (Its name holds the split's fingerprint: other data never finds it.) One of
+    another config is an error naming the keys that differ, never silently overwritten."""
+    if not path.is_file():
+        return None
+    ckpt = checkpoint.load(path, expect_model=cfg.model)
+    if ckpt.config != cfg:
+        old, new = ckpt.config.to_dict(), cfg.to_dict()
+        keys = [k for k in new if old.get(k) != new[k]]
+        raise NcfError(f"{path}: kept from another config (differs in {', '.join(keys)}); "
+                       "remove it or pass another --keep folder")
+    if any(k not in ckpt.metrics for k in KEPT):
+        raise NcfError(f"{path}: no run figures in it (not written by paper_table --keep); "
+                       "remove it")
+    m = ckpt.metrics
+    print(f"  {row}-{cfg.factors} seed {cfg.seed}: reusing {path}", file=sys.stderr, flush=True)
+    return Run(row, cfg.factors, cfg.seed, int(m["epoch"]), m["val_hr"], m["val_ndcg"],
+               m["test_hr"], m["test_ndcg"], m["seconds"])
 
 
 def mean_std(values: list[float]) -> str:
@@ -171,6 +198,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--jsonl", type=Path, help="append one line per finished run here (several "
                     "processes may share one file: runs can be spread over machines)")
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="keep each GMF and MLP (weights and figures) here, and reuse one "
+                    "kept with the same config and seed instead of training it again: "
+                    "NeuMF variants and interrupted tables need not retrain their parts "
+                    "(a reused run is not appended to --jsonl again)")
     ap.add_argument("--table", type=Path, nargs="+", metavar="JSONL",
                     help="print the table of the runs in these files; train nothing")
     args = ap.parse_args()
@@ -190,6 +222,8 @@ def main() -> None:
     runs: list[Run] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="paper_table_") as tmp:
+        parts = args.keep or Path(tmp)
+        parts.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
             split = data.prepare(args.data, seed=seed)
             for f in args.factors:
@@ -205,15 +239,17 @@ def main() -> None:
                             cfg = cfg.replace(alpha=choose_alpha(cfg, alphas, split, device))
                     elif row in ("gmf", "mlp"):
                         biased = biased or cfg.biases
-                    save_to = Path(tmp, f"{row}-{f}-{seed}.pt") if row in ("gmf", "mlp") \
-                        else None
-                    run = train_best(row, cfg, split, device, save_to)
+                    # the split's fingerprint in the name: other data never matches
+                    name = f"{row}-{cfg.factors}-seed{seed}-{split.fingerprint[:8]}.pt"
+                    save_to = parts / name if row in ("gmf", "mlp") else None
+                    reused = save_to and reuse(save_to, row, cfg)
+                    run = reused or train_best(row, cfg, split, device, save_to)
                     if save_to is not None:
                         saved[row] = save_to
                     runs.append(run)
                     line = json.dumps(run.__dict__)
                     print(line, flush=True)
-                    if args.jsonl and row in args.models:
+                    if args.jsonl and row in args.models and not reused:  # once per run
                         with open(args.jsonl, "a") as out:  # one short line: an atomic append
                             out.write(line + "\n")
     kept = [r for r in runs if r.row in args.models]

@@ -95,3 +95,33 @@ def test_a_bad_alpha_candidate_is_one_line(tmp_path):
     assert p.returncode != 0
     assert p.stderr.strip().splitlines()[-1] == (
         f"error: {configs / 'neumf-pre.yaml'}: alpha=1.5 must be in [0, 1]")
+
+
+def test_keep_reuses_parts_of_the_same_config_and_refuses_another(tmp_path):
+    split = write_paper_split(tmp_path / "split", num_users=30, num_items=150)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for row in ("gmf", "mlp", "neumf-pre"):
+        (configs / f"{row}.yaml").write_text("epochs: 1\nbatch_size: 128\nlr: 0.01\n")
+    keep, runs = tmp_path / "keep", tmp_path / "runs.jsonl"
+    common = ("--data", str(split), "--configs", str(configs), "--factors", "4", "--seeds", "0",
+              "--keep", str(keep), "--jsonl", str(runs))
+    p = run(*common, "--models", "gmf")
+    assert p.returncode == 0, p.stderr
+    kept = sorted(f.name.split("-seed")[0] for f in keep.iterdir())
+    assert kept == ["gmf-4"]
+    first = json.loads(runs.read_text())
+
+    p = run(*common, "--models", "neumf-pre")  # reuses the GMF, trains and keeps the MLP
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("reusing") == 1 and "gmf-4 seed 0: reusing" in p.stderr
+    assert sorted(f.name.split("-seed")[0] for f in keep.iterdir()) == ["gmf-4", "mlp-4"]
+    gmf_line = next(json.loads(x) for x in p.stdout.splitlines() if x.startswith('{"row": "gmf"'))
+    assert gmf_line == first  # the kept figures, not a new run
+    assert [json.loads(x)["row"] for x in runs.read_text().splitlines()] == ["gmf", "neumf-pre"]
+
+    (configs / "gmf.yaml").write_text("epochs: 1\nbatch_size: 128\nlr: 0.02\n")
+    p = run(*common, "--models", "gmf")
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines()[-1].endswith(
+        "kept from another config (differs in lr); remove it or pass another --keep folder")
