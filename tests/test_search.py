@@ -195,7 +195,8 @@ def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local):
     summaries = search.run_chain(space, data_source=str(ratings), results_dir=tmp_path,
                                  experiment="shipped", num_samples=1, max_epochs=1)
     gmf, mlp, neumf = (s.best_config for s in summaries)
-    assert (gmf["factors"], gmf["embedding_l2"], gmf["lr_schedule"]) == (64, 0.005, "cosine")
-    assert gmf["biases"] and (mlp["layers"], mlp["embedding_l2"]) == ([512, 256, 128], 0.01)
+    assert (gmf["factors"], gmf["embedding_l2"], gmf["optimizer"]) == (64, 0.0025, "sgd")
+    assert gmf["dot_product"] and gmf["biases"]
+    assert (mlp["layers"], mlp["embedding_l2"]) == ([512, 256, 128], 0.01)
     assert (neumf["factors"], neumf["layers"], neumf["lr"]) == (64, [512, 256, 128], 1e-5)
     assert neumf["biases"] and neumf["alpha"] == 0.5
