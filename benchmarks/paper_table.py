@@ -79,7 +79,9 @@ def row_config(configs: Path, row: str, factors: int, seed: int,
     """The row's config at these sizes, and the alphas to choose from (neumf-pre)."""
     path = configs / f"{row}.yaml"
     values = read_yaml_mapping(path)
-    m = mlp_scale * factors
+    # a GMF's config must not depend on --mlp-scale (it has no tower): then one kept GMF
+    # serves NeuMF with either MLP
+    m = factors if row == "gmf" else mlp_scale * factors
     values.update(factors=m if row == "mlp" else factors, layers=[4 * m, 2 * m, m], seed=seed)
     values["model"] = "neumf" if row.startswith("neumf") else row
     alphas = values.get("alpha")

@@ -120,6 +120,11 @@ def test_keep_reuses_parts_of_the_same_config_and_refuses_another(tmp_path):
     assert gmf_line == first  # the kept figures, not a new run
     assert [json.loads(x)["row"] for x in runs.read_text().splitlines()] == ["gmf", "neumf-pre"]
 
+    p = run(*common, "--models", "neumf-pre", "--mlp-scale", "2")  # the same GMF, a wider MLP
+    assert p.returncode == 0, p.stderr
+    assert "gmf-4 seed 0: reusing" in p.stderr and "mlp-8 seed 0: reusing" not in p.stderr
+    assert sorted(f.name.split("-seed")[0] for f in keep.iterdir()) == ["gmf-4", "mlp-4", "mlp-8"]
+
     (configs / "gmf.yaml").write_text("epochs: 1\nbatch_size: 128\nlr: 0.02\n")
     p = run(*common, "--models", "gmf")
     assert p.returncode != 0
