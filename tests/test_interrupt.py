@@ -20,7 +20,7 @@ params:
   factors: 8
   batch_size: 32
   lr: {{loguniform: [1.0e-3, 1.0e-2]}}
-num_samples: 6
+num_samples: 10
 max_epochs: 3
 scheduler: {{type: none}}
 """
@@ -52,14 +52,14 @@ def test_stopped_search_finishes_with_resume(tmp_path, sig):
     proc = start(space, results)
     deadline = time.time() + 240
     seen = []
-    # Stop the driver once two trials have finished: four remain, two rounds of trials on
-    # two CPUs, so the signal lands mid-search even on a loaded machine (with four, the
-    # last two could finish before it arrived).
+    # Stop the driver once two trials have finished: eight remain, four rounds of trials
+    # on two CPUs, so the signal lands mid-search even on a loaded machine (with six in
+    # all, the last four once finished before it arrived, beside three training runs).
     for line in proc.stdout:
         seen.append(line)
-        if "trial 2/6" in line or time.time() > deadline:
+        if "trial 2/10" in line or time.time() > deadline:
             break
-    assert any("trial 2/6" in line for line in seen), "".join(seen)
+    assert any("trial 2/10" in line for line in seen), "".join(seen)
     time.sleep(1)  # Tune snapshots its state every few seconds; a trial finished just
     # before a SIGKILL may be in no snapshot yet (it then resumes from its last checkpoint)
     proc.send_signal(sig)
@@ -76,7 +76,7 @@ def test_stopped_search_finishes_with_resume(tmp_path, sig):
     assert "[gmf] resuming" in out
     with open(stage / "trials.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and {r["status"] for r in rows} == {"completed"}
+    assert len(rows) == 10 and {r["status"] for r in rows} == {"completed"}
     after = finished_trials(stage)
     assert all(after[name] == mtime for name, mtime in before.items())  # not rerun
     for progress in (stage / "tune").glob("*/progress.csv"):  # no epoch lost or done twice
