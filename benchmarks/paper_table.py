@@ -24,8 +24,11 @@ trials) and scores the test set with them, once. `neumf-pre` starts from those s
 best-epoch GMF and MLP weights, and its epoch 0 (the untrained mix) is a candidate too.
 `--keep DIR` keeps the GMFs and MLPs with their figures and reuses them when the
 config, seed and data match: `--models gmf` first and `--models neumf-pre` later train
-each part once. `alpha` in neumf-pre.yaml may be a list: each value's untrained mix is scored on
-validation and the best one is fine-tuned. Test scores never choose anything.
+each part once. With `--stop-after MINUTES` the table stops after the epoch that ends past
+that time and keeps the part in training, to be continued by the same command later,
+here or on another machine (a GPU machine lent for minutes, say). `alpha` in
+neumf-pre.yaml may be a list: each value's untrained mix is scored on validation and the
+best one is fine-tuned. Test scores never choose anything.
 """
 
 from __future__ import annotations
@@ -106,12 +109,26 @@ def choose_alpha(cfg: TrainConfig, alphas: list[float], split: data.Split, devic
     return max(alphas, key=lambda a: scores[a])
 
 
+class Stopped(Exception):
+    """A part was cut short by --stop-after; it is kept to continue from."""
+
+
 def train_best(row: str, cfg: TrainConfig, split: data.Split, device,
-               save_to: Path | None) -> Run:
-    """Train `cfg`; test the best validation epoch's weights. Optionally save them."""
+               save_to: Path | None, stop_at: float | None = None) -> Run:
+    """Train `cfg`; test the best validation epoch's weights. Optionally save them.
+
+    stop_at (a time.time(), with save_to): after the first epoch that ends past it, keep
+    the run so far beside save_to (see Partial) and raise Stopped; a later call with the
+    same save_to continues it from there, as if it had never stopped."""
     best: dict = {}
     label = f"{row}-{cfg.factors} seed {cfg.seed}"
     started = time.perf_counter()
+    partial = Partial(save_to) if save_to is not None else None
+    resume, spent = None, 0.0
+    if partial is not None and partial.last.is_file():
+        resume, best, spent = partial.load(cfg)
+        print(f"  {label}: continuing after epoch {resume.epoch} from {partial.last}",
+              file=sys.stderr, flush=True)
 
     def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
         print(f"  {label} epoch {res.epoch:3d}  loss {res.loss:.4f}  val HR {res.hr:.4f}  "
@@ -119,9 +136,13 @@ def train_best(row: str, cfg: TrainConfig, split: data.Split, device,
         if res.ndcg > best.get("ndcg", -1.0):
             best.update(ndcg=res.ndcg, hr=res.hr, epoch=res.epoch,
                         state=copy.deepcopy(state.model.state_dict()))
+        if (stop_at is not None and partial is not None and time.time() >= stop_at
+                and res.epoch < cfg.epochs and not res.diverged):
+            partial.save(state, best, spent + time.perf_counter() - started)
+            raise Stopped(f"{label} cut short at epoch {res.epoch} of {cfg.epochs}")
 
-    result = training.fit(cfg, split, device, on_epoch=on_epoch)
-    seconds = time.perf_counter() - started
+    result = training.fit(cfg, split, device, on_epoch=on_epoch, resume=resume)
+    seconds = spent + time.perf_counter() - started
     if not best:
         raise SystemExit(f"{label}: diverged in its first epoch; lower lr in its config")
     result.model.load_state_dict(best["state"])
@@ -134,7 +155,52 @@ def train_best(row: str, cfg: TrainConfig, split: data.Split, device,
     if save_to is not None:  # the run's figures go with the weights: see reuse()
         checkpoint.save(save_to, result.model, None, cfg, best["epoch"], split.num_users,
                         split.num_items, {k: float(getattr(run, k)) for k in KEPT})
+    if partial is not None:
+        partial.remove()
     return run
+
+
+class Partial:
+    """A part cut short by --stop-after, beside where the finished part will be kept:
+    NAME.partial.pt holds the last epoch's weights and optimiser state (to continue from:
+    an epoch's negatives and batch order depend only on the seed and the epoch number),
+    NAME.partial-best.pt the best validation epoch's weights so far."""
+
+    def __init__(self, final: Path) -> None:
+        stem = final.name.removesuffix(".pt")
+        self.last = final.with_name(stem + ".partial.pt")
+        self.best = final.with_name(stem + ".partial-best.pt")
+
+    def save(self, state: training.TrainState, best: dict, seconds: float) -> None:
+        model = copy.deepcopy(state.model).cpu()
+        model.load_state_dict(best["state"])
+        # the best weights first: a partial.pt never points at a missing partial-best.pt
+        checkpoint.save(self.best, model, None, state.config, best["epoch"], state.num_users,
+                        state.num_items)
+        state.save(str(self.last), {"best_epoch": float(best["epoch"]), "best_val_hr": best["hr"],
+                                    "best_val_ndcg": best["ndcg"], "seconds": seconds})
+
+    def load(self, cfg: TrainConfig) -> tuple[checkpoint.Checkpoint, dict, float]:
+        """The checkpoint to resume, the best epoch so far (as train_best's `best`), and
+        the seconds already spent. One of another config is an error, as in reuse()."""
+        last = checkpoint.load(self.last, expect_model=cfg.model)
+        if last.config != cfg:
+            raise NcfError(f"{self.last}: cut short with another config (differs in "
+                           f"{', '.join(_differing(last.config, cfg))}); remove it and "
+                           f"{self.best.name}, or pass another --keep folder")
+        m = last.metrics
+        best = dict(ndcg=m["best_val_ndcg"], hr=m["best_val_hr"], epoch=int(m["best_epoch"]),
+                    state=checkpoint.load(self.best, expect_model=cfg.model).model_state)
+        return last, best, m["seconds"]
+
+    def remove(self) -> None:
+        self.last.unlink(missing_ok=True)
+        self.best.unlink(missing_ok=True)
+
+
+def _differing(old: TrainConfig, new: TrainConfig) -> list[str]:
+    a, b = old.to_dict(), new.to_dict()
+    return [k for k in b if a.get(k) != b[k]]
 
 
 KEPT = ("epoch", "val_hr", "val_ndcg", "test_hr", "test_ndcg", "seconds")
@@ -148,8 +214,7 @@ def reuse(path: Path, row: str, cfg: TrainConfig) -> Run | None:
         return None
     ckpt = checkpoint.load(path, expect_model=cfg.model)
     if ckpt.config != cfg:
-        old, new = ckpt.config.to_dict(), cfg.to_dict()
-        keys = [k for k in new if old.get(k) != new[k]]
+        keys = _differing(ckpt.config, cfg)
         raise NcfError(f"{path}: kept from another config (differs in {', '.join(keys)}); "
                        "remove it or pass another --keep folder")
     if any(k not in ckpt.metrics for k in KEPT):
@@ -205,6 +270,11 @@ def main() -> None:
                     "kept with the same config and seed instead of training it again: "
                     "NeuMF variants and interrupted tables need not retrain their parts "
                     "(a reused run is not appended to --jsonl again)")
+    ap.add_argument("--stop-after", type=float, metavar="MINUTES",
+                    help="(with --keep) stop after the first epoch that ends this long after "
+                    "the start, keeping the GMF or MLP in training to continue from: run "
+                    "again with the same --keep, on this machine or another, to go on "
+                    "(exit status 3 when stopped; 0 stops after one epoch)")
     ap.add_argument("--table", type=Path, nargs="+", metavar="JSONL",
                     help="print the table of the runs in these files; train nothing")
     args = ap.parse_args()
@@ -217,12 +287,17 @@ def main() -> None:
         ap.error("--data DIR is required (the NCF paper's ML-1M split folder)")
     if args.mlp_scale < 1:
         ap.error("--mlp-scale must be at least 1")
+    if args.stop_after is not None and (args.keep is None or args.stop_after < 0):
+        ap.error("--stop-after needs --keep DIR (where the part cut short is kept) and "
+                 "MINUTES >= 0")
     device = training.choose_device(args.device)
     rows = [r for r in ROWS if r in args.models]
     if "neumf-pre" in rows:  # needs this seed's GMF and MLP
         rows = list(dict.fromkeys(["gmf", "mlp", *rows]))
     runs: list[Run] = []
     started = time.perf_counter()
+    stop_at = None if args.stop_after is None else time.time() + 60 * args.stop_after
+    trained = False  # each call trains at least one epoch before --stop-after stops it
     with tempfile.TemporaryDirectory(prefix="paper_table_") as tmp:
         parts = args.keep or Path(tmp)
         parts.mkdir(parents=True, exist_ok=True)
@@ -232,6 +307,8 @@ def main() -> None:
                 saved: dict[str, Path] = {}
                 biased = False  # NeuMF takes user/item biases when a part has them
                 for row in rows:
+                    if stop_at is not None and trained and time.time() >= stop_at:
+                        raise Stopped(f"out of time before {row}-{f} seed {seed}")
                     cfg, alphas = row_config(args.configs, row, f, seed, args.mlp_scale)
                     if row == "neumf-pre":
                         cfg = cfg.replace(pretrain_gmf=str(saved["gmf"]),
@@ -245,7 +322,8 @@ def main() -> None:
                     name = f"{row}-{cfg.factors}-seed{seed}-{split.fingerprint[:8]}.pt"
                     save_to = parts / name if row in ("gmf", "mlp") else None
                     reused = save_to and reuse(save_to, row, cfg)
-                    run = reused or train_best(row, cfg, split, device, save_to)
+                    run = reused or train_best(row, cfg, split, device, save_to, stop_at)
+                    trained = trained or not reused
                     if save_to is not None:
                         saved[row] = save_to
                     runs.append(run)
@@ -262,5 +340,9 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
+    except Stopped as exc:  # --stop-after: what is done is kept; the next call goes on
+        print(f"stopped (--stop-after): {exc}; run the same command again to continue",
+              file=sys.stderr)
+        sys.exit(3)
     except NcfError as exc:  # a bad config file or data folder: one line, no traceback
         raise SystemExit(f"error: {exc}") from None

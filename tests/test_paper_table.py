@@ -130,3 +130,54 @@ def test_keep_reuses_parts_of_the_same_config_and_refuses_another(tmp_path):
     assert p.returncode != 0
     assert p.stderr.strip().splitlines()[-1].endswith(
         "kept from another config (differs in lr); remove it or pass another --keep folder")
+
+
+def test_stop_after_keeps_the_part_and_the_next_call_continues_it_exactly(tmp_path):
+    split = write_paper_split(tmp_path / "split", num_users=30, num_items=150)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    # momentum: the optimiser's state must travel with the part cut short
+    (configs / "gmf.yaml").write_text("epochs: 3\nbatch_size: 64\nlr: 0.05\noptimizer: sgd\n"
+                                      "momentum: 0.9\n")
+
+    def table(keep: Path, *extra: str) -> subprocess.CompletedProcess:
+        return run("--data", str(split), "--configs", str(configs), "--factors", "4",
+                   "--seeds", "0", "--models", "gmf", "--keep", str(keep),
+                   "--jsonl", str(keep / "runs.jsonl"), *extra)
+
+    whole = table(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    keep = tmp_path / "parts"
+    for epoch in (1, 2):  # --stop-after 0: one epoch per call
+        p = table(keep, "--stop-after", "0")
+        assert p.returncode == 3, p.stderr
+        assert f"cut short at epoch {epoch} of 3" in p.stderr.splitlines()[-1]
+        assert sorted(f.name.split(".", 1)[1] for f in keep.glob("gmf-*")) == [
+            "partial-best.pt", "partial.pt"]
+        assert not (keep / "runs.jsonl").exists()
+    p = table(keep, "--stop-after", "0")  # the last epoch: done, nothing left to stop
+    assert p.returncode == 0, p.stderr
+    assert "continuing after epoch 2" in p.stderr
+    assert [f.name.split(".", 1)[1] for f in keep.glob("gmf-*")] == ["pt"]
+    resumed = json.loads((keep / "runs.jsonl").read_text())
+    straight = json.loads((tmp_path / "whole" / "runs.jsonl").read_text())
+    for r in (resumed, straight):
+        r.pop("seconds")
+    assert resumed == straight  # the same best epoch, validation and test figures
+
+    (configs / "gmf.yaml").write_text("epochs: 3\nbatch_size: 64\nlr: 0.02\noptimizer: sgd\n")
+    p = table(tmp_path / "other", "--stop-after", "0")
+    assert p.returncode == 3
+    # continued with another config: refused, by name
+    (configs / "gmf.yaml").write_text("epochs: 3\nbatch_size: 64\nlr: 0.03\noptimizer: sgd\n")
+    p = table(tmp_path / "other")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1].endswith(
+        "cut short with another config (differs in lr); remove it and "
+        f"{next((tmp_path / 'other').glob('*partial-best.pt')).name}, or pass another "
+        "--keep folder")
+
+
+def test_stop_after_needs_keep(tmp_path):
+    p = run("--data", str(tmp_path), "--stop-after", "5")
+    assert p.returncode == 2 and "--stop-after needs --keep DIR" in p.stderr
