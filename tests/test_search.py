@@ -199,4 +199,4 @@ def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local):
     assert gmf["dot_product"] and gmf["biases"]
     assert (mlp["layers"], mlp["embedding_l2"]) == ([512, 256, 128], 0.01)
     assert (neumf["factors"], neumf["layers"], neumf["lr"]) == (64, [512, 256, 128], 1e-5)
-    assert neumf["biases"] and neumf["alpha"] == 0.5
+    assert neumf["biases"] and neumf["alpha"] == 0.7
