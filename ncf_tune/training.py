@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncf_tune import checkpoint as ckpt
+from ncf_tune import mf_sgd
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import EvalSet, Split
 from ncf_tune.errors import NcfError
@@ -196,12 +197,18 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     steps = math.ceil(len(users) / cfg.batch_size)
     scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
     bf16 = cfg.precision == "bf16"
+    by_hand = mf_sgd.applies(model, cfg)  # plain MF with plain SGD: see mf_sgd.py
     for step in range(steps):
         if scheduled:
             lr = learning_rate(cfg, epoch + step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+        if by_hand:
+            loss = mf_sgd.step(model, users[batch], items[batch], labels[batch],
+                               optimizer.param_groups[0]["lr"], cfg.embedding_l2)
+            total += loss * len(labels[batch])
+            continue
         with torch.autocast(users.device.type, torch.bfloat16, enabled=bf16):
             logits, norms = model.logits_and_norms(users[batch], items[batch])
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels[batch])
