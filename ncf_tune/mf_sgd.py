@@ -15,8 +15,9 @@ the gradient is short. With g = sigmoid(logit) - label for each of the batch's B
 
 and a step adds -lr times each row's gradient to the rows the batch used (index_add_,
 so a user twice in a batch gets both). It is the autograd step's maths up to float
-rounding (tests/test_training.py compares the two), about 3-4x faster on a CPU core at
-64-128 factors. training.train_epoch uses it whenever `applies` says so.
+rounding (tests/test_training.py compares the two), about twice as fast on a CPU core at
+64-128 factors (benchmarks/mf_sgd_speed.py). training.train_epoch uses it whenever
+`applies` says so.
 """
 
 from __future__ import annotations
