@@ -57,10 +57,13 @@ def step(model: GMF, users: torch.Tensor, items: torch.Tensor, labels: torch.Ten
     # Both gradients from the rows as they were (q's uses the old p). With L2, each is
     # formed as p + g q / decay and scaled by decay in index_add_: one pass over the
     # batch's rows fewer than decay p + g q (the step is memory-bound).
-    k = scale * decay if decay else scale
-    inv = 1.0 / decay if decay else 1.0
-    grad_p = torch.addcmul(p, g.unsqueeze(1), q, value=inv) if decay else g.unsqueeze(1) * q
-    grad_q = torch.addcmul(q, g.unsqueeze(1), p, value=inv) if decay else g.unsqueeze(1) * p
+    col = g.unsqueeze(1)
+    if decay:
+        grad_p = torch.addcmul(p, col, q, value=1.0 / decay)
+        grad_q = torch.addcmul(q, col, p, value=1.0 / decay)
+        k = scale * decay
+    else:
+        grad_p, grad_q, k = col * q, col * p, scale
     model.user.weight.index_add_(0, users, grad_p, alpha=k)
     model.item.weight.index_add_(0, items, grad_q, alpha=k)
     if model.biases is not None:
