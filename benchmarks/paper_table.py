@@ -15,7 +15,8 @@ No search runs here. For every factor size f and seed, in this order:
 m is f (the paper's sizes) unless --mlp-scale S makes it S*f: a wider MLP beside GMF-f;
 the table then shows "f + m" for the NeuMF rows, which are not the paper's models.
 The YAML files (default benchmarks/paper_configs/, or a search's winners copied there;
-paper_configs/v1/ and v2/ hold the earlier recipes behind docs/RESULTS.md's 8-64 tables)
+paper_configs/v1/ and v2/ hold the earlier recipes behind docs/RESULTS.md's 8-64 tables,
+paper_configs/mlp-16-negatives/ the current ones with the MLP on 16 negatives)
 hold every other setting; the sizes come from --factors. A seed fixes the validation
 hold-out, the initialisation, the negatives and the batch order.
 
