@@ -20,7 +20,7 @@ from ncf_tune import storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import atomic_path
-from ncf_tune.models import GMF, MLP, build
+from ncf_tune.models import GMF, MLP, NAMES, build
 
 FORMAT = "ncf_tune/1"
 
@@ -89,8 +89,8 @@ def load(path: str | os.PathLike, expect_model: str | None = None) -> Checkpoint
         raise NcfError(f"{path}: not an ncf_tune checkpoint (no '{FORMAT}' format tag)")
     config = TrainConfig.from_dict(raw["config"], where=f"{path} (config)")
     if expect_model is not None and config.model != expect_model:
-        raise NcfError(f"{path}: holds a {config.model.upper()} model, but a "
-                       f"{expect_model.upper()} checkpoint is needed here")
+        raise NcfError(f"{path}: holds a {NAMES[config.model]} model, but a "
+                       f"{NAMES[expect_model]} checkpoint is needed here")
     return Checkpoint(
         config=config,
         epoch=int(raw["epoch"]),

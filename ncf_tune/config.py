@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ncf_tune.errors import NcfError
-from ncf_tune.models import MODELS
+from ncf_tune.models import MODELS, NAMES
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
@@ -112,7 +112,7 @@ class TrainConfig:
                 raise bad("layers", "must start with an even size (user + item embedding)")
         if self.dot_product and self.model != "gmf":
             raise NcfError(f"{where}: dot_product is a GMF setting (h fixed to ones); a "
-                           f"{self.model.upper()} takes it from its pretrained GMF; drop it")
+                           f"{NAMES[self.model]} takes it from its pretrained GMF; drop it")
         if self.model == "gmf" and (self.pretrain_gmf or self.pretrain_mlp):
             raise NcfError(f"{where}: a GMF is not built from pretrained models; drop "
                            "pretrain_gmf/pretrain_mlp")

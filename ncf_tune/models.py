@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MODELS = ("gmf", "mlp", "neumf")
+NAMES = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF"}  # as the paper writes them, for messages
 
 
 def _embedding(n: int, dim: int, std: float) -> nn.Embedding:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ncf_tune.files import atomic_path, write_text_atomic, write_yaml_atomic
+from ncf_tune.models import NAMES
 
 STATUSES = ("completed", "stopped early (ASHA)", "diverged", "error")
 
@@ -118,7 +119,7 @@ def write_report(experiment_dir: Path, summaries: list[StageSummary]) -> Path:
     for s in summaries:
         counts = ", ".join(f"{n} {k}" for k, n in s.statuses.items() if n)
         lines += [
-            f"## {s.stage} ({s.model.upper()})", "",
+            f"## {s.stage} ({NAMES[s.model]})", "",
             f"{s.trials} trials ({counts}); data {s.data} ({s.data_fingerprint}); "
             f"chosen by validation {s.metric.upper()}@10; {s.wall_seconds:.0f} s wall.", "",
             "| | HR@10 | NDCG@10 |", "|---|---|---|",

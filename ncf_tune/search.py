@@ -40,6 +40,7 @@ from ncf_tune import data, results, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.cli import Parser, guarded, positive_int
 from ncf_tune.errors import NcfError
+from ncf_tune.models import NAMES
 from ncf_tune.trainable import train_ncf
 
 # Ray Tune reads these when it starts: keep the console readable and let trials start
@@ -182,7 +183,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
                 raise NcfError(f"{tune_dir}: an earlier search of stage {stage.name} did not "
                                "finish; pass --resume to continue it or --force to start over")
             ncf_storage.remove_tree(tune_dir)
-        print(f"[{stage.name}] {stage.num_samples} trials of {stage.model.upper()}, up to "
+        print(f"[{stage.name}] {stage.num_samples} trials of {NAMES[stage.model]}, up to "
               f"{stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per trial")
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer)
     grid = tuner.fit()

@@ -35,7 +35,7 @@ from typing import Any
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import read_yaml_mapping
-from ncf_tune.models import MODELS
+from ncf_tune.models import MODELS, NAMES
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "qrandint", "choice")
 METRICS = ("ndcg", "hr")
@@ -143,7 +143,7 @@ def load_chain(path: str | os.PathLike, overrides: dict[str, Any] | None = None)
             up = visit(upstream, (*trail, p))
             if up.model != kind:
                 raise NcfError(f"{p}: pretrain.{kind} names {upstream.name}, a "
-                               f"{up.model.upper()} stage; it must be a {kind.upper()} stage")
+                               f"{NAMES[up.model]} stage; it must be a {NAMES[kind]} stage")
         seen[p] = stage
         order.append(stage)
         return stage
@@ -180,7 +180,7 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     allowed_up = {"gmf": (), "mlp": ("gmf",), "neumf": ("gmf", "mlp")}[model]
     for kind in pretrain_raw:
         if kind not in allowed_up:
-            raise NcfError(f"{where}: pretrain.{kind}: a {model.upper()} stage can pretrain "
+            raise NcfError(f"{where}: pretrain.{kind}: a {NAMES[model]} stage can pretrain "
                            f"from {', '.join(allowed_up) or 'nothing'}")
     if model == "neumf" and len(pretrain_raw) == 1:
         raise NcfError(f"{where}: pretrain: NeuMF needs both gmf and mlp (or neither)")
@@ -201,7 +201,7 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
         for name in INHERITED.get(kind, ()) if model == "neumf" else ():
             if name in params:
                 raise NcfError(f"{where}: params.{name} comes from the pretrained "
-                               f"{kind.upper()} winner; remove it")
+                               f"{NAMES[kind]} winner; remove it")
     _check_fixed_values(params, model, where)
 
     resources = raw.get("resources") or {}

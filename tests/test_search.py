@@ -95,7 +95,7 @@ def test_chain_writes_every_results_file(chain):
         ck = checkpoint.load(folder / "best_model.pt", expect_model=summary["model"])
         assert ck.epoch == summary["best_epoch"] and ck.metrics["ndcg"] == summary["val_ndcg"]
     report = (exp / "report.md").read_text()
-    assert "## gmf (GMF)" in report and "## neumf (NEUMF)" in report
+    assert "## gmf (GMF)" in report and "## neumf (NeuMF)" in report
 
 
 def test_asha_stops_at_least_one_trial(chain):
