@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check (< 8 minutes on one H100): throughput of GMF-64 and NeuMF-64 at
-# batch 2^14 .. 2^20 on ML-1M and on ML-20M-shaped data, then a short GMF search with four
-# trials sharing the GPU (gpu: 0.25 each). Figures go to docs/PERFORMANCE.md.
+# One prepared GPU check (4-6 minutes on one H200; figures in docs/PERFORMANCE.md):
+# throughput of GMF-64 and NeuMF-64 at batch 2^14 .. 2^20 on ML-1M and on ML-20M-shaped
+# data, then a short GMF search with four trials sharing the GPU (gpu: 0.25 each).
 #
 #   bash benchmarks/gpu_check.sh DATA_DIR [OUT_DIR]
 #
