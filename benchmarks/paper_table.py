@@ -14,11 +14,11 @@ No search runs here. For every factor size f and seed, in this order:
   neumf-pre  NeuMF from this seed's GMF and MLP      configs/neumf-pre.yaml
 m is f (the paper's sizes) unless --mlp-scale S makes it S*f: a wider MLP beside GMF-f;
 the table then shows "f + m" for the NeuMF rows, which are not the paper's models.
-The YAML files (default benchmarks/paper_configs/, or a search's winners copied there;
-paper_configs/v1/ and v2/ hold the earlier recipes behind docs/RESULTS.md's 8-64 tables,
-paper_configs/mlp-16-negatives/ the current ones with the MLP on 16 negatives)
-hold every other setting; the sizes come from --factors. A seed fixes the validation
-hold-out, the initialisation, the negatives and the batch order.
+The YAML files (default benchmarks/paper_configs/, recipes v4, or a search's winners
+copied there; paper_configs/v1/, v2/ and v3/ hold the earlier recipes behind
+docs/RESULTS.md's other tables) hold every other setting; the sizes come from
+--factors. A seed fixes the validation hold-out, the initialisation, the negatives and
+the batch order.
 
 Each run keeps the weights of its best validation epoch (NDCG@10, as the search ranks
 trials) and scores the test set with them, once. `neumf-pre` starts from those same

@@ -181,3 +181,23 @@ def test_stop_after_keeps_the_part_and_the_next_call_continues_it_exactly(tmp_pa
 def test_stop_after_needs_keep(tmp_path):
     p = run("--data", str(tmp_path), "--stop-after", "5")
     assert p.returncode == 2 and "--stop-after needs --keep DIR" in p.stderr
+
+
+def test_every_committed_recipe_set_is_a_valid_config(monkeypatch):
+    # docs/RESULTS.md's tables name these folders; a typo in one would surface only hours
+    # into a table run. Load every row at a small and a large size through the script.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
+    paper_table = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_table", paper_table)  # for its dataclasses
+    spec.loader.exec_module(paper_table)
+    sets = sorted(p.parent for p in (REPO / "benchmarks" / "paper_configs").rglob("gmf.yaml"))
+    assert len(sets) >= 4  # the current recipes and v1, v2, v3
+    for folder in sets:
+        for row in ("gmf", "mlp", "neumf", "neumf-pre"):
+            for factors in (8, 64):
+                cfg, alphas = paper_table.row_config(folder, row, factors, seed=0)
+                assert cfg.factors == factors and cfg.epochs > 0, (folder, row)
+                if row == "neumf-pre":
+                    assert alphas or cfg.alpha is not None
