@@ -31,6 +31,10 @@ class TrainConfig:
     momentum: float = 0.9  # sgd momentum (the notebook's 0.9); rmsprop uses 0, as the notebook
     lr_schedule: str = "constant"  # constant | cosine: decay to 0 at `epochs` (per batch)
     warmup_epochs: int = 0  # linear ramp from 0 to lr first: steadies large batches
+    # Where the cosine reaches 0 when that is not `epochs` (0: at `epochs`). A search's
+    # best_config.yaml trains the winner's best epochs of its trial's longer schedule, so
+    # that retraining it gives the winner, not a model with a shorter, steeper decay.
+    schedule_epochs: int = 0
     l2: float = 0.0  # weight decay on every parameter (the notebook's l2_regularization)
     # L2 on the embeddings each row uses, added to that row's loss (Rendle et al. 2020: 0.005).
     # Unlike weight decay, an embedding is pulled in as often as it is seen: popular
@@ -96,6 +100,8 @@ class TrainConfig:
             raise bad("precision", f"is not one of {', '.join(PRECISIONS)}")
         if self.warmup_epochs < 0:
             raise bad("warmup_epochs", "must be >= 0")
+        if self.schedule_epochs < 0:
+            raise bad("schedule_epochs", "must be >= 0 (0: the schedule ends at epochs)")
         for key in ("l2", "embedding_l2"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be >= 0")

@@ -202,8 +202,10 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         model_file = Path(local) / "model.pt"
         winner = ckpt.load(model_file, expect_model=stage.model)
         test_hr, test_ndcg = training.evaluate(winner.model(), split.test)
-        best_config = {**winner.config.replace(epochs=winner.epoch).to_dict(),
-                       "data": stage.data}
+        cfg = winner.config
+        if cfg.lr_schedule == "cosine" and not cfg.schedule_epochs:
+            cfg = cfg.replace(schedule_epochs=cfg.epochs)  # the trial's decay, cut at its best
+        best_config = {**cfg.replace(epochs=winner.epoch).to_dict(), "data": stage.data}
         for k in ("pretrain_gmf", "pretrain_mlp"):
             if best_config[k] is None:
                 del best_config[k]

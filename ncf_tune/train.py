@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-negatives", type=positive_int)
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--schedule-epochs", type=int,
+                   help="where the cosine schedule ends, if not at --epochs")
     p.add_argument("--l2", type=non_negative_float, help="weight decay on every parameter")
     p.add_argument("--embedding-l2", type=non_negative_float,
                    help="L2 on the embeddings each row uses (Rendle et al. 2020)")

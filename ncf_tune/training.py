@@ -56,14 +56,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def learning_rate(cfg: TrainConfig, progress: float) -> float:
     """The step size after `progress` epochs (fractional): a linear warmup over
-    `warmup_epochs`, then constant or cosine-decayed to 0 at `cfg.epochs`.
+    `warmup_epochs`, then constant or cosine-decayed to 0 at `cfg.epochs` (or at
+    `cfg.schedule_epochs`, when set).
 
     A pure function of progress, so a resumed run needs no scheduler state.
     """
     if progress < cfg.warmup_epochs:
         return cfg.lr * (progress + 1e-3) / cfg.warmup_epochs
     if cfg.lr_schedule == "cosine":
-        span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+        span = max((cfg.schedule_epochs or cfg.epochs) - cfg.warmup_epochs, 1e-9)
         done = min((progress - cfg.warmup_epochs) / span, 1.0)
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
     return cfg.lr

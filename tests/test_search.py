@@ -36,6 +36,7 @@ data: {data}
 params:
   layers: {{choice: [[16, 8], [8, 4]]}}
   lr: {{loguniform: [1.0e-3, 5.0e-2]}}
+  lr_schedule: cosine
   batch_size: 128
 num_samples: 4
 max_epochs: 4
@@ -128,16 +129,19 @@ def test_neumf_starts_from_the_upstream_winners_weights(chain):
     torch.testing.assert_close(neumf.biases.item.weight, 0.3 * gmf.biases.item.weight, **close)
 
 
-def test_best_config_retrains_with_ncf_tune_train(chain, tmp_path):
+@pytest.mark.parametrize("stage", ["mlp", "neumf"])  # mlp: a cosine schedule
+def test_best_config_retrains_with_ncf_tune_train(chain, tmp_path, stage):
     _, exp, _ = chain
-    config = exp / "neumf" / "best_config.yaml"
+    config = exp / stage / "best_config.yaml"
     p = subprocess.run([sys.executable, "-m", "ncf_tune.train", "--config", str(config),
                         "--out", str(tmp_path / "retrain"), "--json"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout.splitlines()[-1])
-    summary = json.loads((exp / "neumf" / "summary.json").read_text())
-    assert result["model"] == "neumf" and result["epochs"] == summary["best_epoch"]
+    summary = json.loads((exp / stage / "summary.json").read_text())
+    assert result["model"] == stage and result["epochs"] == summary["best_epoch"]
+    if stage == "mlp":  # the trial's cosine, cut at the winner's best epoch
+        assert yaml.safe_load(config.read_text())["schedule_epochs"] == 4
     # Same config, same seed, same data: the retrained model scores what the search saw.
     assert result["val_ndcg"] == pytest.approx(summary["val_ndcg"], abs=1e-6)
 

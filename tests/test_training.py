@@ -88,6 +88,19 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert {training.learning_rate(flat, p / 3) for p in range(30)} == {0.1}
 
 
+def test_schedule_epochs_stops_a_longer_schedule_where_told(ratings_file):
+    # A search's best_config.yaml: the winner's 2 best epochs of a 4-epoch cosine trial.
+    split = tiny_split(ratings_file)
+    cosine = CFG.replace(epochs=4, lr_schedule="cosine", dropout=0.0)
+    full = training.fit(cosine, split)
+    cut = training.fit(cosine.replace(epochs=2, schedule_epochs=4), split)
+    short = training.fit(cosine.replace(epochs=2), split)  # what it wrote before
+    assert [r.ndcg for r in cut.history] == [r.ndcg for r in full.history[:2]]
+    assert [r.loss for r in short.history] != [r.loss for r in full.history[:2]]
+    with pytest.raises(NcfError, match="schedule_epochs"):
+        TrainConfig.from_dict({"schedule_epochs": -1})
+
+
 def test_the_optimiser_follows_the_schedule_within_an_epoch(ratings_file):
     split = tiny_split(ratings_file)
     cfg = CFG.replace(epochs=2, lr_schedule="cosine")
