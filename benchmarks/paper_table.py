@@ -17,7 +17,8 @@ the table then shows "f + m" for the NeuMF rows, which are not the paper's model
 The YAML files (default benchmarks/paper_configs/, recipes v4, or a search's winners
 copied there; paper_configs/v1/, v2/ and v3/ hold the earlier recipes behind
 docs/RESULTS.md's other tables) hold every other setting; the sizes come from
---factors. A seed fixes the validation hold-out, the initialisation, the negatives and
+--factors, and a file's `by_factors: {8: {embedding_l2: 0.005}}` changes settings at one
+size. A seed fixes the validation hold-out, the initialisation, the negatives and
 the batch order.
 
 Each run keeps the weights of its best validation epoch (NDCG@10, as the search ranks
@@ -44,6 +45,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ncf_tune import checkpoint, data, training
 from ncf_tune.config import TrainConfig
@@ -83,6 +85,7 @@ def row_config(configs: Path, row: str, factors: int, seed: int,
     """The row's config at these sizes, and the alphas to choose from (neumf-pre)."""
     path = configs / f"{row}.yaml"
     values = read_yaml_mapping(path)
+    values.update(size_overrides(path, values.pop("by_factors", None), factors))
     # a GMF's config must not depend on --mlp-scale (it has no tower): then one kept GMF
     # serves NeuMF with either MLP
     m = factors if row == "gmf" else mlp_scale * factors
@@ -97,6 +100,19 @@ def row_config(configs: Path, row: str, factors: int, seed: int,
     cfgs = [TrainConfig.from_dict({**values, "alpha": a}, where=str(path)) for a in alphas]
     cfg, alphas = cfgs[0], [c.alpha for c in cfgs]
     return cfg, alphas
+
+
+def size_overrides(path: Path, by_factors: Any, factors: int) -> dict[str, Any]:
+    """The settings `by_factors` gives for this --factors size ({} if none). A recipe
+    tuned at 64 factors need not suit 8: `by_factors: {8: {embedding_l2: 0.005}}`
+    changes only what it names, only at that size."""
+    if by_factors is None:
+        return {}
+    if not isinstance(by_factors, dict) or not all(
+            isinstance(k, int) and isinstance(v, dict) for k, v in by_factors.items()):
+        raise NcfError(f"{path}: by_factors must map factor sizes to settings, e.g. "
+                       "by_factors: {8: {embedding_l2: 0.005}}")
+    return by_factors.get(factors, {})
 
 
 def choose_alpha(cfg: TrainConfig, alphas: list[float], split: data.Split, device) -> float:

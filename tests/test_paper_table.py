@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import write_paper_split
+
+from ncf_tune.errors import NcfError
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "paper_table.py"
@@ -183,15 +187,32 @@ def test_stop_after_needs_keep(tmp_path):
     assert p.returncode == 2 and "--stop-after needs --keep DIR" in p.stderr
 
 
-def test_every_committed_recipe_set_is_a_valid_config(monkeypatch):
+@pytest.fixture
+def paper_table(monkeypatch):
+    """The script as a module, for its functions."""
+    spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_table", module)  # for its dataclasses
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_by_factors_overrides_only_its_size(paper_table, tmp_path):
+    (tmp_path / "neumf.yaml").write_text(
+        "embedding_l2: 0.02\nnum_negatives: 8\nby_factors:\n"
+        "  8: {embedding_l2: 0.005}\n  16: {num_negatives: 4, biases: false}\n")
+    at = {f: paper_table.row_config(tmp_path, "neumf", f, seed=0)[0] for f in (8, 16, 64)}
+    assert (at[8].embedding_l2, at[8].num_negatives) == (0.005, 8)
+    assert (at[16].embedding_l2, at[16].num_negatives, at[16].biases) == (0.02, 4, False)
+    assert (at[64].embedding_l2, at[64].num_negatives) == (0.02, 8)
+    (tmp_path / "neumf.yaml").write_text("by_factors: {eight: {embedding_l2: 0.005}}\n")
+    with pytest.raises(NcfError, match="neumf.yaml: by_factors must map factor sizes"):
+        paper_table.row_config(tmp_path, "neumf", 8, seed=0)
+
+
+def test_every_committed_recipe_set_is_a_valid_config(paper_table):
     # docs/RESULTS.md's tables name these folders; a typo in one would surface only hours
     # into a table run. Load every row at a small and a large size through the script.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
-    paper_table = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "paper_table", paper_table)  # for its dataclasses
-    spec.loader.exec_module(paper_table)
     sets = sorted(p.parent for p in (REPO / "benchmarks" / "paper_configs").rglob("gmf.yaml"))
     assert len(sets) >= 4  # the current recipes and v1, v2, v3
     for folder in sets:
