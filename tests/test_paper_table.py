@@ -210,6 +210,16 @@ def test_by_factors_overrides_only_its_size(paper_table, tmp_path):
         paper_table.row_config(tmp_path, "neumf", 8, seed=0)
 
 
+def test_a_search_best_config_is_a_recipe(paper_table, tmp_path):
+    # what `python -m ncf_tune.search` writes, copied in as a recipe: sizes and seed come
+    # from the table's options, the data from --data
+    (tmp_path / "neumf.yaml").write_text(
+        "model: neumf\nfactors: 16\nlayers: [64, 32, 16]\nepochs: 12\nlr: 0.0097\n"
+        "lr_schedule: cosine\nschedule_epochs: 12\nseed: 0\ndata: ../shared/data/ml-1m\n")
+    cfg, _ = paper_table.row_config(tmp_path, "neumf", 8, seed=2)
+    assert (cfg.factors, cfg.layers, cfg.seed, cfg.lr) == (8, (32, 16, 8), 2, 0.0097)
+
+
 def test_every_committed_recipe_set_is_a_valid_config(paper_table):
     # docs/RESULTS.md's tables name these folders; a typo in one would surface only hours
     # into a table run. Load every row at a small and a large size through the script.
