@@ -40,6 +40,18 @@ def test_shipped_spaces_load_as_a_chain_in_dependency_order():
     ends = {int(v.split(",")[-1]) for v in chain[1].params["layers"].args}
     # the paper's predictive factors, as GMF's, and the wider tower of docs/RESULTS.md
     assert ends == {8, 16, 32, 64, 128}
+    assert_points_inside_ranges(chain)
+
+
+@pytest.mark.parametrize("name", ["neumf8.yaml", "neumf8-wider.yaml"])
+def test_the_paper_table_search_spaces_load(name):
+    # docs/RESULTS.md reproduces a row with these; they must stay valid spaces
+    chain = spaces.load_chain(REPO / "benchmarks" / "paper_spaces" / name)
+    assert [s.model for s in chain] == ["neumf"] and chain[0].max_epochs == 12
+    assert_points_inside_ranges(chain)
+
+
+def assert_points_inside_ranges(chain: list[spaces.Stage]) -> None:
     for stage in chain:  # the recipes tried first are inside the ranges searched
         for point in stage.searcher.points_to_evaluate:
             for key, value in point.items():
