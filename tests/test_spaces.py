@@ -43,7 +43,7 @@ def test_shipped_spaces_load_as_a_chain_in_dependency_order():
     assert_points_inside_ranges(chain)
 
 
-@pytest.mark.parametrize("name", ["neumf8.yaml", "neumf8-wider.yaml"])
+@pytest.mark.parametrize("name", ["neumf8.yaml", "neumf8-wider.yaml", "neumf16.yaml"])
 def test_the_paper_table_search_spaces_load(name):
     # docs/RESULTS.md reproduces a row with these; they must stay valid spaces
     chain = spaces.load_chain(REPO / "benchmarks" / "paper_spaces" / name)
