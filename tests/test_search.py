@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,19 @@ def test_second_run_reuses_upstream_stages(chain, capsys):
     assert "[neumf2] 2 trials" in out
     assert (exp / "gmf" / "summary.json").stat().st_mtime_ns == gmf_mtime
     assert again[0] == summaries[0]
+
+
+def test_a_long_stage_prints_progress_between_trial_lines(chain, capsys, monkeypatch):
+    # Every result is "long enough" here; by default a line comes after 5 minutes of silence.
+    folder, _, _ = chain
+    monkeypatch.setattr(search, "PROGRESS_EVERY_S", 0.0)
+    search.run_chain(folder / "gmf.yaml", results_dir=folder / "results", experiment="progress")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " min: " in ln]
+    assert lines and all(ln.startswith("[gmf] ") for ln in lines)
+    for line in lines:  # the epochs of the running trials include the one reporting
+        m = re.search(r"\d+ running \(epochs ([\d, ]+) of 4\), \d+ finished; best so far "
+                      r"NDCG@10 0\.\d{4} \(epoch [1-4]\) lr=", line)
+        assert m and 1 <= max(int(e) for e in m[1].split(", ")) <= 4, line
 
 
 def test_resources_beyond_the_cluster_are_refused(chain):
