@@ -141,6 +141,8 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
                   f"{getattr(previous, 'val_' + stage.metric):.4f}")
             summary = previous
         else:
+            if previous is not None and not force:
+                _set_aside(stage, exp_dir, previous.key, shared)
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
                                 force=force, trainable=trainable, shared=shared)
         summaries.append(summary)
@@ -153,6 +155,22 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
     report = results.write_report(exp_dir, summaries)
     print(f"done: {report}; tensorboard --logdir {exp_dir}")
     return summaries
+
+
+def _set_aside(stage: spaces.Stage, exp_dir: Path, old_key: str, shared: str | None) -> None:
+    """A finished stage whose spec, data or upstream winners have changed since: move its
+    results to <stage>.<old key>/ (kept, not overwritten) so that it is searched again."""
+    folder = exp_dir / stage.name
+    target, n = exp_dir / f"{stage.name}.{old_key}", 1
+    while target.exists():
+        n += 1
+        target = exp_dir / f"{stage.name}.{old_key}-{n}"
+    folder.rename(target)
+    trials = ncf_storage.join(shared, stage.name, "tune") if shared is not None else None
+    if trials is not None and ncf_storage.exists(trials):
+        ncf_storage.remove_tree(trials)  # in --storage; the results moved above are the record
+    print(f"[{stage.name}] the spec, data or upstream winners changed since {folder} ran: "
+          f"searching again; its results moved to {target}")
 
 
 def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,

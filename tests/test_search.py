@@ -189,6 +189,22 @@ def test_a_long_stage_prints_progress_between_trial_lines(chain, capsys, monkeyp
         assert m and 1 <= max(int(e) for e in m[1].split(", ")) <= 4, line
 
 
+def test_a_stage_whose_spec_changed_is_searched_again_and_its_results_kept(
+        tmp_path, ray_local, capsys):
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=60, num_items=150))
+    space = tmp_path / "gmf.yaml"
+    space.write_text(GMF.format(data=ratings).replace("num_samples: 4", "num_samples: 1"))
+    run = dict(results_dir=tmp_path / "results", experiment="x", max_epochs=1)
+    first = search.run_chain(space, **run)[0]
+    space.write_text(space.read_text().replace("factors: 4", "factors: 6"))
+    second = search.run_chain(space, **run)[0]
+    assert second.key != first.key and second.best_config["factors"] == 6
+    kept = tmp_path / "results" / "x" / f"gmf.{first.key}"
+    assert json.loads((kept / "summary.json").read_text())["key"] == first.key
+    assert (kept / "best_model.pt").is_file() and "results moved to" in capsys.readouterr().out
+    assert search.run_chain(space, **run)[0] == second  # and the new one is reused as usual
+
+
 def test_resources_beyond_the_cluster_are_refused(chain):
     folder, _, _ = chain
     (folder / "big.yaml").write_text((folder / "gmf.yaml").read_text()
