@@ -222,15 +222,21 @@ def test_a_second_search_on_the_same_experiment_is_refused(chain):
 
 
 def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local):
-    """search_spaces/neumf.yaml as shipped, on tiny data, one epoch: the first trial of
-    each stage is the recipe its file lists first, and NeuMF takes the winners' sizes."""
+    """search_spaces/neumf.yaml as shipped, on tiny data, one epoch: `--num-samples 2` runs
+    exactly the two recipes each file lists, and NeuMF takes the winners' sizes."""
     ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=60, num_items=150))
     space = Path(__file__).resolve().parent.parent / "search_spaces" / "neumf.yaml"
     summaries = search.run_chain(space, data_source=str(ratings), results_dir=tmp_path,
-                                 experiment="shipped", num_samples=1, max_epochs=1)
+                                 experiment="shipped", num_samples=2, max_epochs=1)
+    tried = {stage: rows(tmp_path / "shipped" / stage / "trials.csv")
+             for stage in ("gmf", "mlp", "neumf")}
+    assert sorted(int(r["factors"]) for r in tried["gmf"]) == [64, 128]
+    assert sorted((r["layers"], int(r["num_negatives"])) for r in tried["mlp"]) == [
+        ("256,128,64", 16), ("512,256,128", 8)]
+    assert sorted(float(r["alpha"]) for r in tried["neumf"]) == [0.7, 0.8]
     gmf, mlp, neumf = (s.best_config for s in summaries)
-    assert (gmf["factors"], gmf["embedding_l2"], gmf["optimizer"]) == (64, 0.0025, "sgd")
+    assert (gmf["embedding_l2"], gmf["optimizer"]) == (0.0025, "sgd")
     assert gmf["dot_product"] and gmf["biases"]
-    assert (mlp["layers"], mlp["embedding_l2"]) == ([512, 256, 128], 0.01)
-    assert (neumf["factors"], neumf["layers"], neumf["lr"]) == (64, [512, 256, 128], 1e-5)
-    assert neumf["biases"] and neumf["alpha"] == 0.7
+    assert mlp["embedding_l2"] == 0.01 and mlp["precision"] == neumf["precision"] == "bf16"
+    assert (neumf["factors"], neumf["layers"]) == (gmf["factors"], mlp["layers"])
+    assert neumf["biases"] and neumf["lr"] == 1e-5
