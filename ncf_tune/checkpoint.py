@@ -20,7 +20,7 @@ from ncf_tune import storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import atomic_path
-from ncf_tune.models import GMF, MLP, NAMES, build
+from ncf_tune.models import GMF, MLP, NAMES, build, stacked_sizes
 
 FORMAT = "ncf_tune/1"
 
@@ -106,39 +106,44 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
                     num_items: int) -> None:
     """Initialise `model` from the checkpoints `config.pretrain_gmf` / `pretrain_mlp`.
 
-    Sizes must match: the pretrained models' user/item counts the data's, GMF factors
-    NeuMF's factors (or the MLP's embedding size), MLP layers NeuMF's layers.
+    Sizes must match: the pretrained models' user/item counts the data's, the GMFs'
+    factors NeuMF's factors (summed, for several) or the MLP's embedding size, the MLPs'
+    layers NeuMF's layers (summed layer by layer, for several).
     """
     if not (config.pretrain_gmf or config.pretrain_mlp):
         return
-    gmf = _pretrained(config.pretrain_gmf, "gmf", num_users, num_items) \
-        if config.pretrain_gmf else None
+    gmfs = [_pretrained(p, "gmf", num_users, num_items) for p in config.pretrain_gmf]
     if config.model == "mlp":
+        gmf = gmfs[0]
         assert isinstance(model, MLP) and isinstance(gmf, GMF)
         if gmf.user.embedding_dim != config.layers[0] // 2:
-            raise NcfError(f"{config.pretrain_gmf}: GMF has {gmf.user.embedding_dim} factors but "
-                           f"the MLP embeds users in layers[0]/2 = {config.layers[0] // 2}; use "
-                           f"layers starting with {2 * gmf.user.embedding_dim}")
+            raise NcfError(f"{config.pretrain_gmf[0]}: GMF has {gmf.user.embedding_dim} factors "
+                           f"but the MLP embeds users in layers[0]/2 = {config.layers[0] // 2}; "
+                           f"use layers starting with {2 * gmf.user.embedding_dim}")
         model.embeddings_from(gmf)
         return
-    mlp = _pretrained(config.pretrain_mlp, "mlp", num_users, num_items)
-    assert isinstance(gmf, GMF) and isinstance(mlp, MLP)
-    if gmf.user.embedding_dim != config.factors:
-        raise NcfError(f"{config.pretrain_gmf}: GMF has {gmf.user.embedding_dim} factors, the "
-                       f"NeuMF config says factors={config.factors}; make them equal")
-    mlp_layers = tuple(m.out_features for m in mlp.tower.linears)
-    if (2 * mlp.user.embedding_dim,) + mlp_layers != tuple(config.layers):
-        raise NcfError(f"{config.pretrain_mlp}: MLP layers are "
-                       f"{[2 * mlp.user.embedding_dim, *mlp_layers]}, the NeuMF config says "
+    mlps = [_pretrained(p, "mlp", num_users, num_items) for p in config.pretrain_mlp]
+    gmf_names, mlp_names = (" + ".join(paths) for paths in (config.pretrain_gmf,
+                                                             config.pretrain_mlp))
+    try:
+        factors, layers = stacked_sizes(gmfs, mlps)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise NcfError(f"{mlp_names}: {exc}; pretrain from MLPs of one depth") from None
+    if factors != config.factors:
+        raise NcfError(f"{gmf_names}: GMF has {factors} factors, the NeuMF config says "
+                       f"factors={config.factors}; make them equal")
+    if layers != tuple(config.layers):
+        raise NcfError(f"{mlp_names}: MLP layers are {list(layers)}, the NeuMF config says "
                        f"layers={list(config.layers)}; make them equal")
-    for path, part in ((config.pretrain_gmf, gmf), (config.pretrain_mlp, mlp)):
-        if part.biases is not None and not config.biases:
+    for path, part in zip((*config.pretrain_gmf, *config.pretrain_mlp), (*gmfs, *mlps),
+                          strict=True):
+        if part.biases is not None and not config.biases:  # type: ignore[union-attr]
             raise NcfError(f"{path}: the pretrained model has user/item biases and the NeuMF "
                            "config has none; set biases: true to keep them")
-    model.load_pretrained(gmf, mlp, config.alpha)  # type: ignore[operator]
+    model.load_pretrained(gmfs, mlps, config.alpha)  # type: ignore[operator]
 
 
-def _pretrained(path: str | None, kind: str, num_users: int, num_items: int) -> nn.Module:
+def _pretrained(path: str, kind: str, num_users: int, num_items: int) -> nn.Module:
     ckpt = load(str(path), expect_model=kind)
     if (ckpt.num_users, ckpt.num_items) != (num_users, num_items):
         raise NcfError(f"{path}: trained on {ckpt.num_users} users x {ckpt.num_items} items, "

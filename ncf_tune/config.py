@@ -54,8 +54,15 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16
     alpha: float = 0.5  # NeuMF from pretrained GMF+MLP: weight of the GMF output (paper: 0.5)
     seed: int = 0  # fixes initialisation, negatives and batch order
-    pretrain_gmf: str | None = None  # GMF checkpoint: NeuMF's GMF part, or the MLP's embeddings
-    pretrain_mlp: str | None = None  # MLP checkpoint: NeuMF's MLP part
+    # Checkpoints to start from: NeuMF's GMF and MLP parts (several of each: NeuMF is built
+    # from all of them side by side, see NeuMF.load_pretrained), or an MLP's embeddings
+    # (one GMF). A single path may be given as a plain string.
+    pretrain_gmf: tuple[str, ...] = ()
+    pretrain_mlp: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in ("pretrain_gmf", "pretrain_mlp"):  # "a.pt" and None, as before lists
+            object.__setattr__(self, key, _paths(getattr(self, key)))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -124,6 +131,9 @@ class TrainConfig:
                            "pretrain_gmf/pretrain_mlp")
         if self.model == "mlp" and self.pretrain_mlp:
             raise NcfError(f"{where}: pretrain_mlp is for NeuMF; an MLP can take pretrain_gmf")
+        if self.model == "mlp" and len(self.pretrain_gmf) > 1:
+            raise NcfError(f"{where}: pretrain_gmf: an MLP takes its embeddings from one GMF, "
+                           f"not {len(self.pretrain_gmf)}; give one path")
         if self.model == "neumf" and bool(self.pretrain_gmf) != bool(self.pretrain_mlp):
             raise NcfError(f"{where}: NeuMF pretraining needs both pretrain_gmf and pretrain_mlp")
 
@@ -134,9 +144,13 @@ class TrainConfig:
         return self.model == "neumf" and bool(self.pretrain_gmf) and bool(self.pretrain_mlp)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only (layers as a list): safe for YAML, JSON and torch.save."""
+        """Plain types only (layers as a list): safe for YAML, JSON and torch.save.
+        A pretrain key is None without a path, a string with one, a list with several."""
         d = asdict(self)
         d["layers"] = list(self.layers)
+        for key in ("pretrain_gmf", "pretrain_mlp"):
+            paths = d[key]
+            d[key] = None if not paths else paths[0] if len(paths) == 1 else list(paths)
         return d
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -154,7 +168,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
                 raise TypeError
             return tuple(_int(v) for v in value)
         if key in ("pretrain_gmf", "pretrain_mlp"):
-            return None if value in (None, "") else str(value)
+            if isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value):
+                raise TypeError
+            if not isinstance(value, (str, list, tuple, type(None))):
+                raise TypeError
+            return _paths(value)
         if isinstance(default, bool):
             if isinstance(value, str) and value.lower() in ("true", "false"):
                 return value.lower() == "true"
@@ -172,9 +190,16 @@ def _coerce(key: str, value: Any, where: str) -> Any:
                 raise TypeError
             return value.lower()
     except (TypeError, ValueError):
-        kind = "a list of integers" if key == "layers" else type(default).__name__
+        kind = ("a list of integers" if key == "layers" else "a path or a list of paths"
+                if key.startswith("pretrain_") else type(default).__name__)
         raise NcfError(f"{where}: {key}={value!r} is not {kind}") from None
     return value
+
+
+def _paths(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 def _int(value: Any) -> int:

@@ -11,13 +11,15 @@ Logits, not probabilities: the loss is BCEWithLogitsLoss, which is stable where 
 sigmoid followed by BCELoss (the notebook) saturates.
 
 NeuMF works best started from a trained GMF and a trained MLP (paper, section 3.4.1):
-`NeuMF.from_pretrained` copies their embeddings and tower and mixes their output layers
-as [alpha * h_GMF ; (1 - alpha) * h_MLP].
+`NeuMF.load_pretrained` copies their embeddings and tower and mixes their output layers
+as [alpha * h_GMF ; (1 - alpha) * h_MLP]. It also takes several of each (a search's best
+few), side by side: an ensemble that is still one NeuMF.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -187,26 +189,69 @@ class NeuMF(nn.Module):
         return _plus_biases(logits, g_norms + m_norms, self.biases, users, items)
 
     @torch.no_grad()
-    def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> None:
-        """Copy a trained GMF and MLP in; output = [alpha * h_GMF ; (1 - alpha) * h_MLP].
+    def load_pretrained(self, gmfs: GMF | Sequence[GMF], mlps: MLP | Sequence[MLP],
+                        alpha: float = 0.5) -> None:
+        """Copy trained GMFs and MLPs in; NeuMF then computes, in logits,
+        alpha * mean(GMF logits) + (1 - alpha) * mean(MLP logits), exactly.
 
-        Unlike the notebook, the tower's biases are copied too, so NeuMF starts out
-        computing exactly alpha * GMF + (1 - alpha) * MLP (in logits); so are the user and
-        item biases, mixed the same way, when NeuMF has them (a missing one counts as 0).
+        One GMF and one MLP is the paper's pretraining: output = [alpha * h_GMF ;
+        (1 - alpha) * h_MLP]. Several (a search's best few of each) are laid side by side:
+        the GMF half's factors are theirs concatenated (p * q is elementwise, so each
+        keeps its own), the tower is theirs block-diagonal (the same depth each), and
+        each part's h gets its share of alpha. An average of a few good models ranks
+        better than the best one alone, and training the whole NeuMF from here may use
+        the blocks' zeros. The parts' layer sizes must add up to this NeuMF's (see
+        `stacked_sizes`). Unlike the notebook, the tower's biases are copied too; so are
+        the user and item biases, mixed the same way, when NeuMF has them (a missing one
+        counts as 0).
         """
-        for name, param in self.gmf.state_dict().items():
-            param.copy_(gmf.state_dict()[name])
-        for name, param in self.mlp.state_dict().items():
-            param.copy_(mlp.state_dict()[name])
+        gmfs = [gmfs] if isinstance(gmfs, GMF) else list(gmfs)
+        mlps = [mlps] if isinstance(mlps, MLP) else list(mlps)
+        # GMF half: embeddings side by side.
+        for name in ("user", "item"):
+            getattr(self.gmf, name).weight.copy_(
+                torch.cat([getattr(g, name).weight for g in gmfs], dim=-1))
+        # MLP half: embeddings side by side, each tower a block of the big one. The big
+        # tower's input is [p_1 .. p_k ; q_1 .. q_k]; block i reads its own p_i and q_i.
+        for name in ("user", "item"):
+            getattr(self.mlp, name).weight.copy_(
+                torch.cat([getattr(m, name).weight for m in mlps], dim=-1))
+        emb = [m.user.embedding_dim for m in mlps]
+        row, col = 0, 0
+        first = self.mlp.tower.linears[0]
+        first.weight.zero_()
+        for m, e in zip(mlps, emb, strict=True):
+            w, b = m.tower.linears[0].weight, m.tower.linears[0].bias
+            rows = slice(row, row + w.shape[0])
+            first.weight[rows, col:col + e] = w[:, :e]  # p_i
+            first.weight[rows, sum(emb) + col:sum(emb) + col + e] = w[:, e:]  # q_i
+            first.bias[rows] = b
+            row, col = row + w.shape[0], col + e
+        for j, big in enumerate(self.mlp.tower.linears[1:], start=1):
+            big.weight.copy_(torch.block_diag(*[m.tower.linears[j].weight for m in mlps]))
+            big.bias.copy_(torch.cat([m.tower.linears[j].bias for m in mlps]))
+        # Output: each part's h scaled by its share; biases mixed by the same shares.
+        shares = [(g, alpha / len(gmfs)) for g in gmfs] + [(m, (1 - alpha) / len(mlps))
+                                                          for m in mlps]
+        self.output.weight.copy_(torch.cat([s * p.output.weight for p, s in shares], dim=-1))
+        self.output.bias.copy_(sum(s * p.output.bias for p, s in shares))
         if self.biases is not None:
             for name, param in self.biases.state_dict().items():
                 param.zero_()
-                for part, share in ((gmf, alpha), (mlp, 1 - alpha)):
+                for part, share in shares:
                     if part.biases is not None:
                         param.add_(share * part.biases.state_dict()[name])
-        self.output.weight.copy_(torch.cat([alpha * gmf.output.weight,
-                                            (1 - alpha) * mlp.output.weight], dim=-1))
-        self.output.bias.copy_(alpha * gmf.output.bias + (1 - alpha) * mlp.output.bias)
+
+
+def stacked_sizes(gmfs: Sequence[GMF], mlps: Sequence[MLP]) -> tuple[int, tuple[int, ...]]:
+    """(factors, layers) of the NeuMF that `NeuMF.load_pretrained` builds from these
+    parts: factors add up, and so does each tower layer (towers must be equally deep)."""
+    towers = [(2 * m.user.embedding_dim, *(lin.out_features for lin in m.tower.linears))
+              for m in mlps]
+    if len({len(t) for t in towers}) > 1:
+        raise ValueError(f"MLP towers of different depths cannot be stacked: {towers}")
+    return (sum(g.user.embedding_dim for g in gmfs),
+            tuple(sum(sizes) for sizes in zip(*towers, strict=True)))
 
 
 def build(model: str, num_users: int, num_items: int, factors: int,

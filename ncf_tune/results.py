@@ -2,6 +2,8 @@
 
     <stage>/best_config.yaml   the winner as a `python -m ncf_tune.train --config` file
     <stage>/best_model.pt      the winner's best-epoch checkpoint
+    <stage>/top2_model.pt ...  the next best trials' (a stage that a NeuMF stage pretrains
+                               from keeps a few, for `pretrain_top`)
     <stage>/trials.csv         one row per trial: status, best epoch, validation HR/NDCG, config
     <stage>/summary.json       the winner, its validation and test scores, the stage's key
     report.md                  a table per stage
@@ -64,6 +66,11 @@ class StageSummary:
     trial_seconds: float  # the trials' own training time, summed
     best_config: dict[str, Any]
     searched: list[str] = field(default_factory=list)  # the params the stage searched
+    # The best trials, best first, each {file, trial_id, epoch, val_hr, val_ndcg, config}:
+    # the first is the winner (best_model.pt). keep_top: how many the stage was asked to
+    # keep (fewer when fewer trials finished an epoch). Older summaries have neither.
+    top_models: list[dict[str, Any]] = field(default_factory=list)
+    keep_top: int = 1
 
     @property
     def shown(self) -> list[str]:
@@ -88,13 +95,21 @@ def read_summary(experiment_dir: Path, stage: str) -> StageSummary | None:
         return None
 
 
+def top_model_file(rank: int) -> str:
+    """best_model.pt for the winner (rank 1), top<rank>_model.pt for the next ones."""
+    return "best_model.pt" if rank == 1 else f"top{rank}_model.pt"
+
+
 def write_stage(experiment_dir: Path, summary: StageSummary, rows: list[TrialRow],
-                best_checkpoint: Path) -> Path:
-    """Write a finished stage's files; summary.json last, so it marks a complete stage."""
+                checkpoints: list[Path]) -> Path:
+    """Write a finished stage's files; summary.json last, so it marks a complete stage.
+    checkpoints: the best trials' best-epoch checkpoints, best first (the winner's alone
+    for a stage nothing pretrains from)."""
     folder = stage_dir(experiment_dir, summary.stage)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "best_model.pt") as tmp:
-        shutil.copyfile(best_checkpoint, tmp)
+    for rank, source in enumerate(checkpoints, start=1):
+        with atomic_path(folder / top_model_file(rank)) as tmp:
+            shutil.copyfile(source, tmp)
     write_yaml_atomic(folder / "best_config.yaml", summary.best_config)
     write_text_atomic(folder / "trials.csv", trials_csv(rows))
     write_text_atomic(folder / "summary.json", summary.to_json())

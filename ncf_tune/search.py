@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -61,13 +62,20 @@ class SearchInterrupted(KeyboardInterrupt):
     """The search stopped before a stage finished (Ctrl-C, SIGTERM); --resume goes on."""
 
 
+KEEP_TOP = 3  # a stage that others pretrain from keeps its best 3 trials' models (or more,
+# if pretrain_top asks): a later pretrain_top of 2 or 3 reuses it instead of searching again
+
+
 @dataclass(frozen=True)
 class Winner:
     """What a finished stage hands to the stages downstream of it."""
 
     stage: str
     key: str
-    checkpoint: str  # results/<experiment>/<stage>/best_model.pt, or its copy in --storage
+    # results/<experiment>/<stage>/best_model.pt (then top2_model.pt, ...), or their
+    # copies in --storage; configs: each one's best_config, in the same order
+    checkpoints: tuple[str, ...]
+    configs: tuple[dict[str, Any], ...]
     summary: results.StageSummary
 
 
@@ -134,32 +142,53 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
         upstream = {kind: winners[_stage_of(chain, p).name] for kind, p in
                     stage.pretrain.items()}
         key = stage.key(split.fingerprint, {k: w.key for k, w in upstream.items()})
+        asked = [s.pretrain_top for s in chain if stage.path in s.pretrain.values()]
+        keep_top = max([KEEP_TOP, *asked]) if asked else 1
         previous = results.read_summary(exp_dir, stage.name)
-        if previous is not None and previous.key == key and not force:
+        reuse = previous is not None and previous.key == key and not force
+        why = f"the spec, data or upstream winners changed since {exp_dir / stage.name} ran"
+        if reuse and previous.keep_top < max(asked, default=1):
+            reuse = False  # it ran before pretrain_top: it kept fewer models than needed
+            why = (f"{exp_dir / stage.name} kept its best {previous.keep_top} model(s), the "
+                   f"chain's pretrain_top needs {max(asked)}")
+        if reuse:
             print(f"[{stage.name}] reusing {exp_dir / stage.name} (same spec, data and "
                   f"upstream): val {stage.metric.upper()}@10 "
                   f"{getattr(previous, 'val_' + stage.metric):.4f}")
             summary = previous
         else:
             if previous is not None and not force:
-                _set_aside(stage, exp_dir, previous.key, shared)
+                _set_aside(stage, exp_dir, previous.key, shared, why)
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
-                                force=force, trainable=trainable, shared=shared)
+                                force=force, trainable=trainable, shared=shared,
+                                keep_top=keep_top)
         summaries.append(summary)
-        best = str(exp_dir / stage.name / "best_model.pt")
-        if shared is not None and any(stage.path in s.pretrain.values() for s in chain):
-            # Downstream trials may run on any node: they read the winner from storage.
-            best = ncf_storage.upload(Path(best), ncf_storage.join(shared, stage.name,
-                                                                   "best_model.pt"))
-        winners[stage.name] = Winner(stage.name, key, best, summary)
+        winners[stage.name] = _winner(stage, exp_dir, key, summary, shared if asked else None)
     report = results.write_report(exp_dir, summaries)
     print(f"done: {report}; tensorboard --logdir {exp_dir}")
     return summaries
 
 
-def _set_aside(stage: spaces.Stage, exp_dir: Path, old_key: str, shared: str | None) -> None:
-    """A finished stage whose spec, data or upstream winners have changed since: move its
-    results to <stage>.<old key>/ (kept, not overwritten) so that it is searched again."""
+def _winner(stage: spaces.Stage, exp_dir: Path, key: str, summary: results.StageSummary,
+            shared: str | None) -> Winner:
+    """The stage's kept models, best first, for the stages downstream; with `shared`
+    (--storage), copied there: downstream trials may run on any node."""
+    tops = summary.top_models or [{"file": "best_model.pt", "config": summary.best_config}]
+    paths = []
+    for top in tops:
+        path = str(exp_dir / stage.name / top["file"])
+        if shared is not None:
+            path = ncf_storage.upload(Path(path), ncf_storage.join(shared, stage.name,
+                                                                   top["file"]))
+        paths.append(path)
+    return Winner(stage.name, key, tuple(paths), tuple(t["config"] for t in tops), summary)
+
+
+def _set_aside(stage: spaces.Stage, exp_dir: Path, old_key: str, shared: str | None,
+               why: str) -> None:
+    """A finished stage whose spec, data or upstream winners have changed since (or that
+    kept too few models): move its results to <stage>.<old key>/ (kept, not overwritten)
+    so that it is searched again."""
     folder = exp_dir / stage.name
     target, n = exp_dir / f"{stage.name}.{old_key}", 1
     while target.exists():
@@ -169,18 +198,18 @@ def _set_aside(stage: spaces.Stage, exp_dir: Path, old_key: str, shared: str | N
     trials = ncf_storage.join(shared, stage.name, "tune") if shared is not None else None
     if trials is not None and ncf_storage.exists(trials):
         ncf_storage.remove_tree(trials)  # in --storage; the results moved above are the record
-    print(f"[{stage.name}] the spec, data or upstream winners changed since {folder} ran: "
-          f"searching again; its results moved to {target}")
+    print(f"[{stage.name}] {why}: searching again; its results moved to {target}")
 
 
 def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               upstream: dict[str, Winner], key: str, resume: bool = False,
               force: bool = False, trainable: Callable[..., None] = train_ncf,
-              shared: str | None = None) -> results.StageSummary:
+              shared: str | None = None, keep_top: int = 1) -> results.StageSummary:
     """One Tuner for one stage; writes the stage's results and returns its summary.
 
     Trials and their checkpoints go to <shared>/<stage>/tune when `shared` (a storage
-    folder or URI) is given, else to <exp_dir>/<stage>/tune.
+    folder or URI) is given, else to <exp_dir>/<stage>/tune. keep_top: how many of the
+    best trials' models the stage keeps (for a NeuMF stage's pretrain_top).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = exp_dir / stage.name
@@ -203,7 +232,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
                                "finish; pass --resume to continue it or --force to start over")
             ncf_storage.remove_tree(tune_dir)
         print(f"[{stage.name}] {stage.num_samples} trials of {NAMES[stage.model]}, up to "
-              f"{stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per trial")
+              f"{stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per trial"
+              + _built_from(upstream, stage))
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer)
     grid = tuner.fit()
     # A stage with unfinished trials is not a result: nothing is written for it.
@@ -211,23 +241,14 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         raise SearchInterrupted(f"[{stage.name}] interrupted with "
                                 f"{grid.num_terminated + grid.num_errors} of {stage.num_samples}"
                                 " trials finished; run the same command with --resume to go on")
-    rows, best = _collect(grid, stage)
-    if best is None:
+    rows, ranked = _collect(grid, stage)
+    if not ranked:
         raise NcfError(f"[{stage.name}] no trial finished an epoch (see {tune_dir}); check "
                        "the errors there, or lower lr if every trial diverged")
-    best_result, best_row = best
-    best_ckpt = best_result.get_best_checkpoint(stage.metric, stage.mode)
-    with best_ckpt.as_directory() as local:  # fetched from --storage if it is remote
-        model_file = Path(local) / "model.pt"
-        winner = ckpt.load(model_file, expect_model=stage.model)
+    with tempfile.TemporaryDirectory() as scratch:
+        tops = _fetch_top(ranked, stage, keep_top, Path(scratch))
+        _, winner, best_row = tops[0]
         test_hr, test_ndcg = training.evaluate(winner.model(), split.test)
-        cfg = winner.config
-        if cfg.lr_schedule == "cosine" and not cfg.schedule_epochs:
-            cfg = cfg.replace(schedule_epochs=cfg.epochs)  # the trial's decay, cut at its best
-        best_config = {**cfg.replace(epochs=winner.epoch).to_dict(), "data": stage.data}
-        for k in ("pretrain_gmf", "pretrain_mlp"):
-            if best_config[k] is None:
-                del best_config[k]
         statuses = {s: sum(r.status == s for r in rows) for s in results.STATUSES}
         summary = results.StageSummary(
             stage=stage.name, model=stage.model, key=key, data=stage.data,
@@ -236,15 +257,54 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
             val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
             test_hr=test_hr, test_ndcg=test_ndcg, trials=len(rows), statuses=statuses,
             wall_seconds=round(time.perf_counter() - started, 2),
-            trial_seconds=round(sum(r.train_seconds for r in rows), 2), best_config=best_config,
+            trial_seconds=round(sum(r.train_seconds for r in rows), 2),
+            best_config=_best_config(winner, stage),
             searched=[k for k, p in stage.params.items() if p.kind != "fixed"],
+            top_models=[{"file": results.top_model_file(rank), "trial_id": row.trial_id,
+                         "epoch": top.epoch, "val_hr": row.val_hr, "val_ndcg": row.val_ndcg,
+                         "config": _best_config(top, stage)}
+                        for rank, (_, top, row) in enumerate(tops, start=1)],
+            keep_top=keep_top,
         )
-        results.write_stage(exp_dir, summary, rows, model_file)
+        results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
     print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
           f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
           f"NDCG@10 {test_ndcg:.4f} | {', '.join(f'{n} {s}' for s, n in statuses.items() if n)}"
           f" | {summary.wall_seconds:.0f} s -> {folder}")
     return summary
+
+
+def _fetch_top(ranked: list[tuple[Any, results.TrialRow]], stage: spaces.Stage, keep_top: int,
+               scratch: Path) -> list[tuple[Path, ckpt.Checkpoint, results.TrialRow]]:
+    """The best-epoch checkpoints of the first `keep_top` trials in `ranked` (best first),
+    copied to `scratch` (from --storage if trials ran there). After the winner, an MLP
+    stage keeps only towers as deep as the winner's: NeuMF stacks them side by side."""
+    tops: list[tuple[Path, ckpt.Checkpoint, results.TrialRow]] = []
+    for res, row in ranked:
+        if len(tops) == keep_top:
+            break
+        with res.get_best_checkpoint(stage.metric, stage.mode).as_directory() as local:
+            path = scratch / f"{len(tops) + 1}.pt"
+            shutil.copyfile(Path(local) / "model.pt", path)
+        top = ckpt.load(path, expect_model=stage.model)
+        if tops and len(top.config.layers) != len(tops[0][1].config.layers) \
+                and stage.model == "mlp":
+            continue
+        tops.append((path, top, row))
+    return tops
+
+
+def _best_config(top: ckpt.Checkpoint, stage: spaces.Stage) -> dict[str, Any]:
+    """A kept trial's config as a `python -m ncf_tune.train --config` file: its epochs
+    cut at its best epoch (and its cosine decay kept as the trial's)."""
+    cfg = top.config
+    if cfg.lr_schedule == "cosine" and not cfg.schedule_epochs:
+        cfg = cfg.replace(schedule_epochs=cfg.epochs)  # the trial's decay, cut at its best
+    best_config = {**cfg.replace(epochs=top.epoch).to_dict(), "data": stage.data}
+    for k in ("pretrain_gmf", "pretrain_mlp"):
+        if best_config[k] is None:
+            del best_config[k]
+    return best_config
 
 
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
@@ -282,19 +342,37 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
     )
 
 
+def _built_from(upstream: dict[str, Winner], stage: spaces.Stage) -> str:
+    """', built from the 2 best GMFs (...) and ...' for a NeuMF of several parts, else ''."""
+    if stage.model != "neumf" or stage.pretrain_top == 1 or not upstream:
+        return ""
+    parts = []
+    for kind, winner in upstream.items():
+        sizes = [c["factors"] if kind == "gmf" else c["layers"][-1]
+                 for c in winner.configs[:stage.pretrain_top]]
+        parts.append(f"{len(sizes)} best {NAMES[kind]}s ({', '.join(map(str, sizes))} factors)")
+    return ", built from the " + " and the ".join(parts) + " side by side"
+
+
 def _stage_config(stage: spaces.Stage, upstream: dict[str, Winner]) -> dict[str, Any]:
     """Fixed keys every trial of the stage gets: model, epochs, seed, pretrained inputs."""
     config: dict[str, Any] = {"model": stage.model, "epochs": stage.max_epochs,
                               "seed": stage.seed}
     for kind, winner in upstream.items():
-        config[f"pretrain_{kind}"] = str(winner.checkpoint)
-        if stage.model == "neumf":  # sizes must match the weights copied in
+        # An MLP takes one GMF's embeddings; a NeuMF its upstream stages' best
+        # `pretrain_top` models each (fewer if fewer trials finished), side by side.
+        n = stage.pretrain_top if stage.model == "neumf" else 1
+        paths, configs = winner.checkpoints[:n], winner.configs[:n]
+        config[f"pretrain_{kind}"] = paths[0] if len(paths) == 1 else list(paths)
+        if stage.model == "neumf":  # sizes must match the weights copied in: they add up
             for name in spaces.INHERITED[kind]:
-                value = winner.summary.best_config.get(name)  # no biases before they existed
-                if name == "layers":
-                    value = ",".join(map(str, value))
-                elif name == "biases":
-                    value = bool(value) or config.get("biases", False)
+                values = [c.get(name) for c in configs]  # no biases before they existed
+                if name == "factors":
+                    value = sum(values)
+                elif name == "layers":
+                    value = ",".join(str(sum(sizes)) for sizes in zip(*values, strict=True))
+                else:  # biases: NeuMF has them if any part has
+                    value = any(map(bool, values)) or config.get("biases", False)
                 config[name] = value
     if stage.model == "mlp" and "gmf" in upstream:
         factors = upstream["gmf"].summary.best_config["factors"]
@@ -310,9 +388,12 @@ def _stage_config(stage: spaces.Stage, upstream: dict[str, Winner]) -> dict[str,
     return config
 
 
-def _collect(grid: Any, stage: spaces.Stage) -> tuple[list[results.TrialRow], Any]:
-    """Rows for trials.csv, and the (result, row) of the best epoch over all trials."""
-    rows, best, best_value = [], None, None
+def _collect(grid: Any, stage: spaces.Stage
+             ) -> tuple[list[results.TrialRow], list[tuple[Any, results.TrialRow]]]:
+    """Rows for trials.csv, and (result, row) of every trial with a checkpoint, best
+    first by its best epoch: the first holds the stage's winner."""
+    rows: list[results.TrialRow] = []
+    ranked: list[tuple[float, Any, results.TrialRow]] = []
     sign = 1 if stage.mode == "max" else -1
     searched = [k for k, p in stage.params.items() if p.kind != "fixed"]
     for res in grid:
@@ -335,11 +416,11 @@ def _collect(grid: Any, stage: spaces.Stage) -> tuple[list[results.TrialRow], An
             row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
                 float(top["ndcg"])
             value = sign * float(top[stage.metric])
-            if res.get_best_checkpoint(stage.metric, stage.mode) is not None and (
-                    best_value is None or value > best_value):
-                best, best_value = (res, row), value
+            if res.get_best_checkpoint(stage.metric, stage.mode) is not None:
+                ranked.append((value, res, row))
         rows.append(row)
-    return rows, best
+    ranked.sort(key=lambda t: -t[0])  # stable: a tie goes to the earlier trial
+    return rows, [(res, row) for _, res, row in ranked]
 
 
 class TrialPrinter(tune.Callback):

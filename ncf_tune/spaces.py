@@ -3,6 +3,7 @@
     model: neumf                       # gmf | mlp | neumf
     data: ml-1m                        # any source ncf_tune.data.load takes
     pretrain: {gmf: gmf.yaml, mlp: mlp.yaml}   # upstream stages (paths relative to this file)
+    pretrain_top: 1                    # NeuMF: built from the best 1 (or n) of each upstream
     params:                            # TrainConfig keys: a plain value is fixed,
       lr: {loguniform: [1.0e-4, 1.0e-2]}   # a one-key mapping is searched
       batch_size: {choice: [256, 1024]}
@@ -94,6 +95,9 @@ class Stage:
     gpu: float | None  # None: decided when Ray starts (0.5 per trial if it sees a GPU)
     searcher: Searcher = field(default_factory=Searcher)
     scheduler: Scheduler = field(default_factory=Scheduler)
+    # NeuMF from the n best trials of each upstream stage, side by side (an ensemble that
+    # is one NeuMF: NeuMF.load_pretrained); 1 is the paper's pretraining.
+    pretrain_top: int = 1
 
     def tune_space(self) -> dict[str, Any]:
         """Ray Tune param_space for this stage's searched and fixed parameters."""
@@ -111,12 +115,14 @@ class Stage:
                           self.scheduler.reduction_factor],
             "data": data_fingerprint, "upstream": upstream,
         }
+        if self.pretrain_top != 1:  # not in the key otherwise: older results stay valid
+            spec["pretrain_top"] = self.pretrain_top
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-TOP_KEYS = ("name", "model", "data", "seed", "pretrain", "params", "num_samples", "max_epochs",
-            "metric", "mode", "resources", "searcher", "scheduler")
+TOP_KEYS = ("name", "model", "data", "seed", "pretrain", "pretrain_top", "params",
+            "num_samples", "max_epochs", "metric", "mode", "resources", "searcher", "scheduler")
 
 
 def load_chain(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> list[Stage]:
@@ -185,6 +191,10 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     if model == "neumf" and len(pretrain_raw) == 1:
         raise NcfError(f"{where}: pretrain: NeuMF needs both gmf and mlp (or neither)")
     pretrain = {kind: (path.parent / str(f)) for kind, f in pretrain_raw.items()}
+    pretrain_top = _integer(raw.get("pretrain_top", 1), f"{where}: pretrain_top", low=1)
+    if pretrain_top > 1 and not (model == "neumf" and pretrain):
+        raise NcfError(f"{where}: pretrain_top={pretrain_top} is for a NeuMF stage with "
+                       "pretrain: {gmf: ..., mlp: ...}; remove it")
 
     params_raw = raw.get("params") or {}
     if not isinstance(params_raw, dict):
@@ -267,6 +277,7 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
         data=str(raw.get("data", "ml-1m")),
         seed=_integer(raw.get("seed", 0), f"{where}: seed"),
         pretrain=pretrain,
+        pretrain_top=pretrain_top,
         params=params,
         num_samples=_integer(raw.get("num_samples", 10), f"{where}: num_samples", low=1),
         max_epochs=_integer(raw.get("max_epochs", 20), f"{where}: max_epochs", low=1),

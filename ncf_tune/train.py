@@ -62,8 +62,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast for training")
     p.add_argument("--alpha", type=non_negative_float, help="NeuMF: GMF share of the output")
     p.add_argument("--seed", type=int)
-    p.add_argument("--pretrain-gmf", help="GMF checkpoint (NeuMF, or MLP embeddings)")
-    p.add_argument("--pretrain-mlp", help="MLP checkpoint (NeuMF)")
+    p.add_argument("--pretrain-gmf", nargs="+", metavar="PATH",
+                   help="GMF checkpoint(s) (NeuMF, side by side; or one for MLP embeddings)")
+    p.add_argument("--pretrain-mlp", nargs="+", metavar="PATH",
+                   help="MLP checkpoint(s) (NeuMF, side by side)")
     p.add_argument("--resume", help="checkpoint of this config to continue from")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     p.add_argument("--out", help="folder for model.pt, metrics.json and TensorBoard events "

@@ -50,6 +50,49 @@ def test_neumf_from_pretrained_computes_the_alpha_mix_of_gmf_and_mlp():
     assert torch.equal(neumf.mlp.tower.linears[0].bias, mlp.tower.linears[0].bias)
 
 
+def test_neumf_from_several_parts_computes_the_mix_of_their_means(tmp_path):
+    torch.manual_seed(3)
+    gmfs = [trained(GMF(NU, NI, 8, biases=True)), trained(GMF(NU, NI, 4))]
+    for g in gmfs:  # distinct parts: trained() reseeds, so perturb them apart
+        with torch.no_grad():
+            g.user.weight.mul_(torch.rand_like(g.user.weight) + 0.5)
+    mlps = [trained(MLP(NU, NI, (16, 8, 4), biases=True)), trained(MLP(NU, NI, (8, 6, 2)))]
+    with torch.no_grad():
+        mlps[1].tower.linears[0].weight.mul_(-1.5)
+    configs = [TrainConfig(model="gmf", factors=8, biases=True),
+               TrainConfig(model="gmf", factors=4),
+               TrainConfig(model="mlp", layers=(16, 8, 4), biases=True),
+               TrainConfig(model="mlp", layers=(8, 6, 2))]
+    paths = [str(checkpoint.save(tmp_path / f"{i}.pt", part, None, c, 2, NU, NI))
+             for i, (part, c) in enumerate(zip(gmfs + mlps, configs, strict=True))]
+    cfg = TrainConfig(model="neumf", factors=12, layers=(24, 14, 6), biases=True, alpha=0.6,
+                      pretrain_gmf=paths[:2], pretrain_mlp=paths[2:])
+    neumf = build("neumf", NU, NI, 12, (24, 14, 6), biases=True)
+    checkpoint.load_pretrained(neumf, cfg, NU, NI)
+    users, items = batch()
+    want = (0.6 * (gmfs[0](users, items) + gmfs[1](users, items)) / 2
+            + 0.4 * (mlps[0](users, items) + mlps[1](users, items)) / 2)
+    torch.testing.assert_close(neumf(users, items), want)
+    assert cfg.to_dict()["pretrain_gmf"] == paths[:2]  # a list in best_config.yaml
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+    with pytest.raises(NcfError, match="factors=8"):  # 8 + 4 factors
+        checkpoint.load_pretrained(build("neumf", NU, NI, 8, (24, 14, 6)),
+                                   cfg.replace(factors=8), NU, NI)
+    with pytest.raises(NcfError, match=r"MLP layers are \[24, 14, 6\]"):
+        checkpoint.load_pretrained(build("neumf", NU, NI, 12, (16, 8, 4)),
+                                   cfg.replace(layers=(16, 8, 4)), NU, NI)
+    deep = checkpoint.save(tmp_path / "deep.pt", MLP(NU, NI, (8, 4)), None,
+                           TrainConfig(model="mlp", layers=(8, 4)), 1, NU, NI)
+    with pytest.raises(NcfError, match="different depths"):
+        checkpoint.load_pretrained(neumf, cfg.replace(pretrain_mlp=(paths[2], str(deep))),
+                                   NU, NI)
+    with pytest.raises(NcfError, match="one GMF"):
+        TrainConfig.from_dict({"model": "mlp", "layers": [16, 8], "pretrain_gmf": paths[:2]})
+    with pytest.raises(NcfError, match="a path or a list of paths"):
+        TrainConfig.from_dict({"model": "neumf", "pretrain_gmf": 3, "pretrain_mlp": "m.pt"})
+
+
 def test_pretrained_checkpoints_are_loaded_into_neumf_and_mlp(tmp_path):
     gmf, mlp = trained(GMF(NU, NI, 8)), trained(MLP(NU, NI, (16, 8, 4)))
     gmf_path = checkpoint.save(tmp_path / "gmf.pt", gmf, None, TrainConfig(model="gmf"), 3, NU, NI)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_neumf_starts_from_the_upstream_winners_weights(chain):
     mlp = checkpoint.load(exp / "mlp" / "best_model.pt").model()
     neumf_ck = checkpoint.load(exp / "neumf" / "best_model.pt")
     neumf = neumf_ck.model()
-    assert neumf_ck.config.pretrain_gmf == str(exp / "gmf" / "best_model.pt")
+    assert neumf_ck.config.pretrain_gmf == (str(exp / "gmf" / "best_model.pt"),)
     assert neumf_ck.config.layers == tuple(
         yaml.safe_load((exp / "mlp" / "best_config.yaml").read_text())["layers"])
     close = {"atol": 1e-6, "rtol": 0}
@@ -174,6 +175,51 @@ def test_second_run_reuses_upstream_stages(chain, capsys):
     assert "[neumf2] 2 trials" in out
     assert (exp / "gmf" / "summary.json").stat().st_mtime_ns == gmf_mtime
     assert again[0] == summaries[0]
+
+
+def test_pretrain_top_builds_neumf_from_the_best_trials_of_each_stage(chain, capsys):
+    folder, exp, _ = chain
+    (folder / "top2.yaml").write_text((folder / "neumf.yaml").read_text() + "pretrain_top: 2\n")
+    search.run_chain(folder / "top2.yaml", results_dir=folder / "results", experiment="exp")
+    out = capsys.readouterr().out
+    assert "[gmf] reusing" in out and "[mlp] reusing" in out  # they kept their best 3
+    assert "built from the 2 best GMFs (4, 4 factors) and the 2 best MLPs" in out
+    parts = {}
+    for stage in ("gmf", "mlp"):
+        tops = json.loads((exp / stage / "summary.json").read_text())["top_models"]
+        ndcg = sorted((float(r["val_ndcg"]) for r in rows(exp / stage / "trials.csv")
+                       if r["val_ndcg"]), reverse=True)
+        assert [t["val_ndcg"] for t in tops] == pytest.approx(ndcg[:3], abs=1e-4)
+        assert [t["file"] for t in tops] == ["best_model.pt", "top2_model.pt", "top3_model.pt"]
+        parts[stage] = [checkpoint.load(exp / stage / t["file"]) for t in tops[:2]]
+        for t, ck in zip(tops, parts[stage], strict=False):
+            assert ck.epoch == t["epoch"] and ck.metrics["ndcg"] == t["val_ndcg"]
+    neumf_ck = checkpoint.load(exp / "top2" / "best_model.pt")
+    cfg = neumf_ck.config
+    assert cfg.pretrain_gmf == (str(exp / "gmf" / "best_model.pt"),
+                                str(exp / "gmf" / "top2_model.pt"))
+    assert cfg.factors == 8 and cfg.layers == tuple(
+        a + b for a, b in zip(*(ck.config.layers for ck in parts["mlp"]), strict=True))
+    assert yaml.safe_load((exp / "top2" / "best_config.yaml").read_text())["pretrain_mlp"] \
+        == [str(exp / "mlp" / "best_model.pt"), str(exp / "mlp" / "top2_model.pt")]
+    # lr ~0: the winner still computes 0.3 * mean(GMFs) + 0.7 * mean(MLPs).
+    users, items = torch.arange(100) % 120, torch.arange(100) % 150
+    gmfs, mlps = ([ck.model().eval() for ck in parts[k]] for k in ("gmf", "mlp"))
+    want = (0.3 * sum(g(users, items) for g in gmfs) / 2
+            + 0.7 * sum(m(users, items) for m in mlps) / 2)
+    torch.testing.assert_close(neumf_ck.model().eval()(users, items), want, atol=1e-5, rtol=0)
+
+    # Results from before pretrain_top kept only their winner: those stages run again.
+    old = folder / "results" / "old"
+    for stage in ("gmf", "mlp"):
+        shutil.copytree(exp / stage, old / stage, ignore=shutil.ignore_patterns("tune"))
+        summary = json.loads((old / stage / "summary.json").read_text())
+        del summary["top_models"], summary["keep_top"]
+        (old / stage / "summary.json").write_text(json.dumps(summary))
+    search.run_chain(folder / "top2.yaml", results_dir=folder / "results", experiment="old")
+    assert "[gmf] " + str(old / "gmf") + " kept its best 1 model(s), the chain's pretrain_top " \
+        "needs 2: searching again" in capsys.readouterr().out
+    assert json.loads((old / "gmf" / "summary.json").read_text())["keep_top"] == 3
 
 
 def test_a_long_stage_prints_progress_between_trial_lines(chain, capsys, monkeypatch):
