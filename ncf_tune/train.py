@@ -112,7 +112,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     writer = SummaryWriter(str(out))
 
     def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
-        print(f"epoch {res.epoch:3d}/{cfg.epochs}  loss {res.loss:.4f}  val HR@10 {res.hr:.4f}"
+        loss = f"{res.loss:.4f}" if res.epoch > 0 else "     -"  # epoch 0: nothing trained
+        print(f"epoch {res.epoch:3d}/{cfg.epochs}  loss {loss}  val HR@10 {res.hr:.4f}"
               f"  NDCG@10 {res.ndcg:.4f}  {res.seconds:.1f}s", flush=True)
         if res.epoch > 0:  # epoch 0, a pretrained NeuMF before training, has no loss
             writer.add_scalar("train/loss", res.loss, res.epoch)

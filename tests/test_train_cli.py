@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from ncf_tune import checkpoint
+from ncf_tune import checkpoint, data, training
+from ncf_tune.config import TrainConfig
+from ncf_tune.models import build
 
 
 def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -69,6 +72,36 @@ def test_resume_continues_a_finished_run(ratings_file, tmp_path):
     assert b.stdout.startswith("epoch   2/2")
     assert json.loads(b.stdout.splitlines()[-1])["test_ndcg"] == \
         json.loads(full.stdout.splitlines()[-1])["test_ndcg"]
+
+
+def test_neumf_from_two_gmfs_and_two_mlps_scores_their_mean_mix(ratings_file, tmp_path):
+    split = data.prepare(str(ratings_file))
+    nu, ni = split.num_users, split.num_items
+    parts = {"gmf": [], "mlp": []}
+    for i, cfg in enumerate([TrainConfig(model="gmf", factors=4, init_std=0.5),
+                             TrainConfig(model="gmf", factors=6, init_std=0.5, biases=True),
+                             TrainConfig(model="mlp", layers=(8, 4), init_std=0.5),
+                             TrainConfig(model="mlp", layers=(12, 6), init_std=0.5)]):
+        torch.manual_seed(i)
+        model = build(cfg.model, nu, ni, cfg.factors, cfg.layers, init_std=0.5,
+                      biases=cfg.biases)
+        path = checkpoint.save(tmp_path / f"{i}.pt", model, None, cfg, 1, nu, ni)
+        parts[cfg.model].append((str(path), model.eval()))
+    p = train("--model", "neumf", "--data", str(ratings_file), "--factors", "10", "--layers",
+              "20,10", "--biases", "--alpha", "0.4", "--epochs", "1", "--lr", "1e-12",
+              "--pretrain-gmf", *(path for path, _ in parts["gmf"]),
+              "--pretrain-mlp", *(path for path, _ in parts["mlp"]),
+              "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("epoch   0/1  loss      -")  # the untrained mix, scored first
+
+    class Mix(torch.nn.Module):
+        def forward(self, users, items):
+            return sum(0.4 / 2 * g(users, items) for _, g in parts["gmf"]) + sum(
+                0.6 / 2 * m(users, items) for _, m in parts["mlp"])
+
+    hr, ndcg = training.evaluate(Mix(), split.validation)
+    assert f"val HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}" in p.stdout.splitlines()[0]
 
 
 @pytest.mark.parametrize("args, expect", [
