@@ -269,7 +269,7 @@ def test_a_second_search_on_the_same_experiment_is_refused(chain):
 
 def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local):
     """search_spaces/neumf.yaml as shipped, on tiny data, one epoch: `--num-samples 2` runs
-    exactly the two recipes each file lists, and NeuMF takes the winners' sizes."""
+    exactly the two recipes each file lists, and NeuMF is built from both of each."""
     ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=60, num_items=150))
     space = Path(__file__).resolve().parent.parent / "search_spaces" / "neumf.yaml"
     summaries = search.run_chain(space, data_source=str(ratings), results_dir=tmp_path,
@@ -279,10 +279,12 @@ def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local):
     assert sorted(int(r["factors"]) for r in tried["gmf"]) == [64, 128]
     assert sorted((r["layers"], int(r["num_negatives"])) for r in tried["mlp"]) == [
         ("256,128,64", 16), ("512,256,128", 8)]
-    assert sorted(float(r["alpha"]) for r in tried["neumf"]) == [0.7, 0.8]
+    assert sorted(float(r["alpha"]) for r in tried["neumf"]) == [0.6, 0.7]
     gmf, mlp, neumf = (s.best_config for s in summaries)
     assert (gmf["embedding_l2"], gmf["optimizer"]) == (0.0025, "sgd")
     assert gmf["dot_product"] and gmf["biases"]
     assert mlp["embedding_l2"] == 0.01 and mlp["precision"] == neumf["precision"] == "bf16"
-    assert (neumf["factors"], neumf["layers"]) == (gmf["factors"], mlp["layers"])
+    # pretrain_top: 2: NeuMF is both GMFs and both MLPs side by side.
+    assert (neumf["factors"], neumf["layers"]) == (64 + 128, [256 + 512, 128 + 256, 64 + 128])
+    assert len(neumf["pretrain_gmf"]) == len(neumf["pretrain_mlp"]) == 2
     assert neumf["biases"] and neumf["lr"] == 1e-5
