@@ -7,8 +7,9 @@ Running a file runs the stages it is pretrained from first (GMF, MLP, then NeuMF
 reuses their results when the same stage already ran on the same data. Each stage is
 one Tuner: OptunaSearch (TPE) proposes configs, ASHA stops weak trials at epoch rungs,
 trials run side by side on the CPUs/GPUs Ray sees. The winner of a stage is its best
-epoch over all trials by validation metric; its checkpoint starts the next stage, and
-its test score is computed once, here.
+epoch over all trials by validation metric; its checkpoint starts the next stage (a
+NeuMF stage with `pretrain_top: n` starts from the n best trials of each upstream stage),
+and its test score is computed once, here.
 """
 
 from __future__ import annotations

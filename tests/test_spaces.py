@@ -97,6 +97,8 @@ def test_stage_key_changes_with_spec_data_and_upstream(tmp_path):
     ("- gmf\n", "expected a mapping"),
     ("model: gmf\nnum_sample: 3\n", "unknown key 'num_sample'; did you mean 'num_samples'?"),
     ("model: svd\n", "model='svd'"),
+    ("model: gmf\npretrain_top: 2\n", "pretrain_top=2 is for a NeuMF stage with pretrain"),
+    ("model: neumf\npretrain_top: 0\n", "pretrain_top=0 must be at least 1"),
     ("model: gmf\nnum_samples: lots\n", "num_samples='lots' is not an integer"),
     ("model: gmf\nparams: {lr: {uniform: [0.1, 0.01]}}\n", "low 0.1 must be below high 0.01"),
     ("model: gmf\nparams: {lr: {loguniform: [0, 0.01]}}\n", "loguniform: low 0 must be > 0"),
