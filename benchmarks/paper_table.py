@@ -86,6 +86,7 @@ def row_config(configs: Path, row: str, factors: int, seed: int,
     path = configs / f"{row}.yaml"
     values = read_yaml_mapping(path)
     values.pop("data", None)  # a search's best_config.yaml names its data; --data decides
+    values.pop("threads", None)  # and its trial's threads; the table runs on what it has
     values.update(size_overrides(path, values.pop("by_factors", None), factors))
     # a GMF's config must not depend on --mlp-scale (it has no tower): then one kept GMF
     # serves NeuMF with either MLP

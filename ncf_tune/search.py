@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import logging
+import math
 import os
 import re
 import shutil
@@ -301,7 +302,9 @@ def _best_config(top: ckpt.Checkpoint, stage: spaces.Stage) -> dict[str, Any]:
     cfg = top.config
     if cfg.lr_schedule == "cosine" and not cfg.schedule_epochs:
         cfg = cfg.replace(schedule_epochs=cfg.epochs)  # the trial's decay, cut at its best
-    best_config = {**cfg.replace(epochs=top.epoch).to_dict(), "data": stage.data}
+    # threads: the trial's (trainable.py); bf16 on another count rounds differently
+    best_config = {**cfg.replace(epochs=top.epoch).to_dict(), "data": stage.data,
+                   "threads": max(1, math.ceil(stage.cpu))}
     for k in ("pretrain_gmf", "pretrain_mlp"):
         if best_config[k] is None:
             del best_config[k]

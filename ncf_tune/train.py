@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ncf_tune import checkpoint, data, training
 from ncf_tune.cli import Parser, guarded, non_negative_float, positive_float, positive_int
 from ncf_tune.config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
@@ -25,7 +27,7 @@ from ncf_tune.errors import NcfError
 from ncf_tune.files import read_yaml_mapping, write_text_atomic
 from ncf_tune.models import MODELS
 
-RUN_KEYS = ("data", "device", "out")  # settings of the run, not of the model
+RUN_KEYS = ("data", "device", "out", "threads")  # settings of the run, not of the model
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
                    help="MLP checkpoint(s) (NeuMF, side by side)")
     p.add_argument("--resume", help="checkpoint of this config to continue from")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch CPU threads (default: torch's, one per core). A search's "
+                   "best_config.yaml gives its trial's: bf16 training on another number of "
+                   "threads rounds differently and ends elsewhere")
     p.add_argument("--out", help="folder for model.pt, metrics.json and TensorBoard events "
                    "(default runs/<model>)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
@@ -85,10 +91,14 @@ def settings(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
     given.pop("json", None)
     given.pop("resume", None)
     merged.update(given)
-    run = {"data": "ml-1m", "device": "auto", "out": None}
+    run = {"data": "ml-1m", "device": "auto", "out": None, "threads": None}
     for key in RUN_KEYS:
         if key in merged:
             run[key] = merged.pop(key)
+    threads = run["threads"]
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise NcfError(f"{where}: threads={threads!r} is not a positive integer")
     cfg = TrainConfig.from_dict(merged, where=where)
     run["out"] = Path(run["out"] or f"runs/{cfg.model}")
     return cfg, run
@@ -98,6 +108,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse `argv`, train, and return the results the --json line prints."""
     args = parser().parse_args(argv)
     cfg, run_settings = settings(args)
+    if run_settings["threads"] is not None:
+        torch.set_num_threads(run_settings["threads"])
     device = training.choose_device(str(run_settings["device"]))
     out: Path = run_settings["out"]
     resume = checkpoint.load(args.resume, expect_model=cfg.model) if "resume" in args else None

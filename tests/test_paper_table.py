@@ -215,7 +215,8 @@ def test_a_search_best_config_is_a_recipe(paper_table, tmp_path):
     # from the table's options, the data from --data
     (tmp_path / "neumf.yaml").write_text(
         "model: neumf\nfactors: 16\nlayers: [64, 32, 16]\nepochs: 12\nlr: 0.0097\n"
-        "lr_schedule: cosine\nschedule_epochs: 12\nseed: 0\ndata: ../shared/data/ml-1m\n")
+        "lr_schedule: cosine\nschedule_epochs: 12\nseed: 0\ndata: ../shared/data/ml-1m\n"
+        "threads: 1\n")
     cfg, _ = paper_table.row_config(tmp_path, "neumf", 8, seed=2)
     assert (cfg.factors, cfg.layers, cfg.seed, cfg.lr) == (8, (32, 16, 8), 2, 0.0097)
 

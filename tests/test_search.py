@@ -142,8 +142,10 @@ def test_best_config_retrains_with_ncf_tune_train(chain, tmp_path, stage):
     result = json.loads(p.stdout.splitlines()[-1])
     summary = json.loads((exp / stage / "summary.json").read_text())
     assert result["model"] == stage and result["epochs"] == summary["best_epoch"]
+    written = yaml.safe_load(config.read_text())
     if stage == "mlp":  # the trial's cosine, cut at the winner's best epoch
-        assert yaml.safe_load(config.read_text())["schedule_epochs"] == 4
+        assert written["schedule_epochs"] == 4
+    assert written["threads"] == 1  # the trial's: bf16 rounds by thread count
     # Same config, same seed, same data: the retrained model scores what the search saw.
     assert result["val_ndcg"] == pytest.approx(summary["val_ndcg"], abs=1e-6)
 

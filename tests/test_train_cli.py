@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from ncf_tune import checkpoint, data, training
+from ncf_tune import train as train_cli
 from ncf_tune.config import TrainConfig
 from ncf_tune.models import build
 
@@ -137,3 +138,19 @@ def test_bad_config_file_names_the_file_and_key(ratings_file, tmp_path):
     cfg.write_text("model: [gmf\n")
     p = train("--config", str(cfg), cwd=tmp_path)
     assert p.returncode == 2 and "not valid YAML" in p.stderr
+    cfg.write_text("model: gmf\nthreads: 0\n")
+    p = train("--config", str(cfg), "--data", str(ratings_file), cwd=tmp_path)
+    assert p.returncode == 2 and f"{cfg}: threads=0 is not a positive integer" in p.stderr
+
+
+def test_threads_from_the_command_line_or_a_config_set_torch_threads(ratings_file, tmp_path):
+    before = torch.get_num_threads()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: gmf\nfactors: 4\nepochs: 1\nthreads: 5\ndata: {ratings_file}\n")
+    try:
+        train_cli.run(["--config", str(cfg), "--out", str(tmp_path / "a")])
+        assert torch.get_num_threads() == 5
+        train_cli.run(["--config", str(cfg), "--threads", "3", "--out", str(tmp_path / "b")])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
