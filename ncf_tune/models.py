@@ -198,12 +198,12 @@ class NeuMF(nn.Module):
         (1 - alpha) * h_MLP]. Several (a search's best few of each) are laid side by side:
         the GMF half's factors are theirs concatenated (p * q is elementwise, so each
         keeps its own), the tower is theirs block-diagonal (the same depth each), and
-        each part's h gets its share of alpha. An average of a few good models ranks
-        better than the best one alone, and training the whole NeuMF from here may use
-        the blocks' zeros. The parts' layer sizes must add up to this NeuMF's (see
-        `stacked_sizes`). Unlike the notebook, the tower's biases are copied too; so are
-        the user and item biases, mixed the same way, when NeuMF has them (a missing one
-        counts as 0).
+        each part's h gets its share of alpha. An average of a few good models often
+        ranks better than the best one alone (docs/RESULTS.md), and training the whole
+        NeuMF from here may use the blocks' zeros. The parts' layer sizes must add up to
+        this NeuMF's (see `stacked_sizes`). Unlike the notebook, the tower's biases are
+        copied too; so are the user and item biases, mixed the same way, when NeuMF has
+        them (a missing one counts as 0).
         """
         gmfs = [gmfs] if isinstance(gmfs, GMF) else list(gmfs)
         mlps = [mlps] if isinstance(mlps, MLP) else list(mlps)
