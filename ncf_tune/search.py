@@ -165,17 +165,19 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
                                 force=force, trainable=trainable, shared=shared,
                                 keep_top=keep_top)
         summaries.append(summary)
-        winners[stage.name] = _winner(stage, exp_dir, key, summary, shared if asked else None)
+        winners[stage.name] = _winner(stage, exp_dir, key, summary, max(asked, default=1),
+                                      shared if asked else None)
     report = results.write_report(exp_dir, summaries)
     print(f"done: {report}; tensorboard --logdir {exp_dir}")
     return summaries
 
 
 def _winner(stage: spaces.Stage, exp_dir: Path, key: str, summary: results.StageSummary,
-            shared: str | None) -> Winner:
-    """The stage's kept models, best first, for the stages downstream; with `shared`
-    (--storage), copied there: downstream trials may run on any node."""
+            need: int, shared: str | None) -> Winner:
+    """The stage's `need` best kept models, best first, for the stages downstream; with
+    `shared` (--storage), copied there: downstream trials may run on any node."""
     tops = summary.top_models or [{"file": "best_model.pt", "config": summary.best_config}]
+    tops = tops[:need]
     paths = []
     for top in tops:
         path = str(exp_dir / stage.name / top["file"])
