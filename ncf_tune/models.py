@@ -207,15 +207,13 @@ class NeuMF(nn.Module):
         """
         gmfs = [gmfs] if isinstance(gmfs, GMF) else list(gmfs)
         mlps = [mlps] if isinstance(mlps, MLP) else list(mlps)
-        # GMF half: embeddings side by side.
-        for name in ("user", "item"):
-            getattr(self.gmf, name).weight.copy_(
-                torch.cat([getattr(g, name).weight for g in gmfs], dim=-1))
-        # MLP half: embeddings side by side, each tower a block of the big one. The big
-        # tower's input is [p_1 .. p_k ; q_1 .. q_k]; block i reads its own p_i and q_i.
-        for name in ("user", "item"):
-            getattr(self.mlp, name).weight.copy_(
-                torch.cat([getattr(m, name).weight for m in mlps], dim=-1))
+        # Both halves: the parts' embeddings side by side.
+        for half, parts in ((self.gmf, gmfs), (self.mlp, mlps)):
+            for name in ("user", "item"):
+                getattr(half, name).weight.copy_(
+                    torch.cat([getattr(p, name).weight for p in parts], dim=-1))
+        # MLP half: each tower a block of the big one. The big tower's input is
+        # [p_1 .. p_k ; q_1 .. q_k]; block i reads its own p_i and q_i.
         emb = [m.user.embedding_dim for m in mlps]
         row, col = 0, 0
         first = self.mlp.tower.linears[0]
