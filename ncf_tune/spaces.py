@@ -8,18 +8,26 @@
       lr: {loguniform: [1.0e-4, 1.0e-2]}   # a one-key mapping is searched
       batch_size: {choice: [256, 1024]}
       num_negatives: 4
-    num_samples: 20                    # trials
+      optimizer: {choice: [sgd, adam]}
+      weight:                          # a range per value of another param (conditional)
+        by: optimizer
+        sgd: {loguniform: [1.0, 10.0]}
+        adam: 0.5                      # (or a fixed value for that branch)
+    num_samples: 20                    # trials (an upper bound under --time-budget)
     max_epochs: 20                     # epochs per trial (ASHA's max_t)
-    metric: ndcg                       # validation ndcg | hr (@10)
-    mode: max
-    resources: {cpu: 1, gpu: 0.5}      # per trial; gpu 0.5 = two trials per GPU;
-                                       # gpu left out: 0.5 if Ray sees a GPU, else 0
+    max_concurrent: 4                  # trials at once (default: as many as fit)
+    budget_share: 0.3                  # this stage's share of --time-budget (default 1)
+    metric: ndcg                       # validation ndcg | hr (@10), higher is better
+    resources: {cpu: 1, gpu: 0.25}     # per trial; gpu 0.25 = four trials per GPU;
+                                       # gpu left out: 0 (CPU trials, one per core)
     searcher: {seed: 0, n_startup_trials: 5, points_to_evaluate: [{lr: 0.001}]}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}   # or {type: none}
 
-Distributions (Ray Tune's): uniform [low, high], loguniform [low, high],
-randint [low, high) (high excluded), qrandint [low, high, q] (high included),
-choice [a, b, ...]. Everything is checked by `load_chain` before Ray starts; a problem is
+Distributions (Ray Tune's names, sampled by Optuna's TPE): uniform [low, high],
+loguniform [low, high], randint [low, high) (high excluded), qrandint [low, high, q]
+(high included), choice [a, b, ...]. A param with `by:` takes its distribution from the
+value of a `choice` param (Optuna's conditional search space). Everything, the
+points_to_evaluate included, is checked by `load_chain` before Ray starts; a problem is
 one NcfError line naming the file and key.
 """
 
@@ -50,8 +58,10 @@ INHERITED = {"gmf": ("factors", "biases"), "mlp": ("layers", "biases")}
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str  # "fixed" or one of DISTRIBUTIONS
-    args: tuple[Any, ...]  # the fixed value as a 1-tuple, or the distribution's arguments
+    kind: str  # "fixed", one of DISTRIBUTIONS, or "by" (conditional)
+    # The fixed value as a 1-tuple, the distribution's arguments, or for "by":
+    # (the name of the param it depends on, ((value, Param), ...)).
+    args: tuple[Any, ...]
 
     def to_tune(self) -> Any:
         """The Ray Tune domain (or the plain value, for a fixed param)."""
@@ -61,7 +71,45 @@ class Param:
             return self.args[0]
         if self.kind == "choice":
             return tune.choice(list(self.args))
+        if self.kind == "by":
+            raise NcfError(f"params.{self.name}: a conditional param has no single Tune "
+                           "domain; the search samples it with Optuna (Stage.define_by_run)")
         return getattr(tune, self.kind)(*self.args)
+
+    def branches(self) -> dict[Any, Param]:
+        """For a "by" param: the param's distribution (or value) for each value of the
+        param it depends on."""
+        return dict(self.args[1])
+
+    def suggest(self, trial: Any, label: str | None = None) -> Any:
+        """Draw this param's value from an Optuna trial (under `label`, default its name)."""
+        name = label or self.name
+        if self.kind == "fixed":
+            return self.args[0]
+        if self.kind == "choice":
+            return trial.suggest_categorical(name, list(self.args))
+        if self.kind in ("uniform", "loguniform"):
+            return trial.suggest_float(name, self.args[0], self.args[1],
+                                       log=self.kind == "loguniform")
+        if self.kind == "randint":  # Tune's randint excludes high, Optuna's includes it
+            return trial.suggest_int(name, self.args[0], self.args[1] - 1)
+        return trial.suggest_int(name, self.args[0], self.args[1], step=self.args[2])
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is one this distribution can draw (for points_to_evaluate)."""
+        if self.kind == "fixed":
+            return value == self.args[0]
+        if self.kind == "choice":
+            return value in self.args
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        low, high = self.args[0], self.args[1]
+        if self.kind in ("randint", "qrandint"):
+            top = high - 1 if self.kind == "randint" else high
+            step = self.args[2] if self.kind == "qrandint" else 1
+            return float(value).is_integer() and low <= value <= top \
+                and (value - low) % step == 0
+        return low <= value <= high
 
 
 @dataclass(frozen=True)
@@ -98,16 +146,70 @@ class Stage:
     # NeuMF from the n best trials of each upstream stage, side by side (an ensemble that
     # is one NeuMF: NeuMF.load_pretrained); 1 is the paper's pretraining.
     pretrain_top: int = 1
+    max_concurrent: int | None = None  # trials at once; None: as many as resources allow
+    budget_share: float = 1.0  # weight of this stage in splitting a --time-budget
+
+    @property
+    def searched(self) -> list[str]:
+        """The params the stage searches (not fixed), in file order."""
+        return [k for k, p in self.params.items() if p.kind != "fixed"]
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """A NeuMF built from upstream winners: its trials are scored before training."""
+        return self.model == "neumf" and bool(self.pretrain)
 
     def tune_space(self) -> dict[str, Any]:
-        """Ray Tune param_space for this stage's searched and fixed parameters."""
+        """Ray Tune param_space for this stage's searched and fixed parameters (a stage
+        without conditional params)."""
         return {name: p.to_tune() for name, p in self.params.items()}
 
-    def key(self, data_fingerprint: str, upstream: dict[str, str]) -> str:
-        """Identity of a stage run: spec, data and upstream winners. Same key, same results."""
+    def fixed_space(self) -> dict[str, Any]:
+        """The fixed params: what every trial gets besides the searcher's proposal."""
+        return {name: p.args[0] for name, p in self.params.items() if p.kind == "fixed"}
+
+    def define_by_run(self, trial: Any) -> dict[str, Any]:
+        """Optuna's define-by-run space: draws the searched params from `trial`.
+
+        A conditional param is drawn under `<name>@<value>` (TPE models each branch
+        apart); the returned mapping gives it back under its own name, which is the one
+        the trainable reads (`trainable.py` drops the `@` labels)."""
+        values: dict[str, Any] = {}
+        resolved: dict[str, Any] = {}
+        for name in self.searched:
+            p = self.params[name]
+            if p.kind == "by":
+                driver = p.args[0]
+                chosen = values.get(driver, self.params[driver].args[0])
+                branch = p.branches()[chosen]
+                values[name] = resolved[name] = branch.suggest(trial, f"{name}@{chosen}")
+            else:
+                values[name] = p.suggest(trial)
+        return resolved
+
+    def optuna_points(self) -> list[dict[str, Any]]:
+        """points_to_evaluate under the names define_by_run draws them by."""
+        points = []
+        for point in self.searcher.points_to_evaluate:
+            out = {}
+            for name, value in point.items():
+                p = self.params[name]
+                if p.kind == "by":
+                    chosen = point.get(p.args[0], self.params[p.args[0]].args[0])
+                    if p.branches()[chosen].kind == "fixed":
+                        continue
+                    name = f"{name}@{chosen}"
+                out[name] = value
+            points.append(out)
+        return points
+
+    def key(self, data_fingerprint: str, upstream: dict[str, str],
+            budget: tuple[float, float] | None = None) -> str:
+        """Identity of a stage run: spec, data, upstream winners and, under a time
+        budget, (the chain's budget, this stage's share). Same key, same results."""
         spec = {
             "model": self.model, "seed": self.seed, "num_samples": self.num_samples,
-            "max_epochs": self.max_epochs, "metric": self.metric, "mode": self.mode,
+            "max_epochs": self.max_epochs, "metric": self.metric, "mode": "max",
             "params": {k: [p.kind, list(p.args)] for k, p in sorted(self.params.items())},
             "searcher": [self.searcher.seed, self.searcher.n_startup_trials,
                          list(self.searcher.points_to_evaluate)],
@@ -117,18 +219,24 @@ class Stage:
         }
         if self.pretrain_top != 1:  # not in the key otherwise: older results stay valid
             spec["pretrain_top"] = self.pretrain_top
+        if self.max_concurrent is not None:
+            spec["max_concurrent"] = self.max_concurrent
+        if budget is not None:
+            spec["time_budget"] = list(budget)
         text = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 TOP_KEYS = ("name", "model", "data", "seed", "pretrain", "pretrain_top", "params",
-            "num_samples", "max_epochs", "metric", "mode", "resources", "searcher", "scheduler")
+            "num_samples", "max_epochs", "max_concurrent", "budget_share", "metric", "mode",
+            "resources", "searcher", "scheduler")
 
 
 def load_chain(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> list[Stage]:
     """The stage in `path` and every stage it is pretrained from, upstream first.
 
-    overrides: values that replace every stage's own (num_samples, max_epochs, data, seed).
+    overrides: values that replace every stage's own (num_samples, max_epochs, data, seed),
+    and no_recipes=True to drop every stage's searcher.points_to_evaluate.
     Raises NcfError for any problem in any file, including a missing or cyclic upstream.
     """
     order: list[Stage] = []
@@ -175,7 +283,12 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     raw = read_yaml_mapping(path)
     where = str(path)
     _no_unknown(raw, TOP_KEYS, where)
-    raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    overrides = dict(overrides or {})
+    if overrides.pop("no_recipes", False):
+        raw["searcher"] = {k: v for k, v in (raw.get("searcher") or {}).items()
+                           if k != "points_to_evaluate"} if isinstance(raw.get("searcher"),
+                                                                        dict) else None
+    raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
 
     model = raw.get("model")
     if model not in MODELS:
@@ -190,7 +303,8 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
                            f"from {', '.join(allowed_up) or 'nothing'}")
     if model == "neumf" and len(pretrain_raw) == 1:
         raise NcfError(f"{where}: pretrain: NeuMF needs both gmf and mlp (or neither)")
-    pretrain = {kind: (path.parent / str(f)) for kind, f in pretrain_raw.items()}
+    # Resolved: the chain compares these with its stages' own (resolved) paths.
+    pretrain = {kind: (path.parent / str(f)).resolve() for kind, f in pretrain_raw.items()}
     pretrain_top = _integer(raw.get("pretrain_top", 1), f"{where}: pretrain_top", low=1)
     if pretrain_top > 1 and not (model == "neumf" and pretrain):
         raise NcfError(f"{where}: pretrain_top={pretrain_top} is for a NeuMF stage with "
@@ -206,7 +320,11 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
             raise NcfError(f"{where}: params.{name} is set by the stage itself (model, "
                            "max_epochs, pretrain); remove it from params")
         _no_unknown({name: 0}, valid, f"{where}: params")
-        params[name] = _param(name, value, f"{where}: params.{name}")
+        if isinstance(value, dict) and "by" in value:
+            params[name] = _conditional(name, value, f"{where}: params.{name}")
+        else:
+            params[name] = _param(name, value, f"{where}: params.{name}")
+    _check_conditionals(params, where)
     for kind in pretrain:
         for name in INHERITED.get(kind, ()) if model == "neumf" else ():
             if name in params:
@@ -233,13 +351,10 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     points = searcher_raw.get("points_to_evaluate") or []
     if not isinstance(points, list) or not all(isinstance(x, dict) for x in points):
         raise NcfError(f"{where}: searcher.points_to_evaluate must be a list of mappings")
-    for i, point in enumerate(points):
-        for k in point:
-            if k not in params or params[k].kind == "fixed":
-                raise NcfError(f"{where}: searcher.points_to_evaluate[{i}].{k} is not a "
-                               "searched param")
     points = [{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in p.items()}
               for p in points]
+    for i, point in enumerate(points):
+        _check_point(point, params, f"{where}: searcher.points_to_evaluate[{i}]")
     searcher = Searcher(
         seed=_integer(searcher_raw.get("seed", raw.get("seed", 0)), f"{where}: searcher.seed"),
         n_startup_trials=_integer(searcher_raw.get("n_startup_trials", 5),
@@ -268,8 +383,13 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     if metric not in METRICS:
         raise NcfError(f"{where}: metric={metric!r}; choose ndcg or hr (validation @10)")
     mode = raw.get("mode", "max")
-    if mode not in ("max", "min"):
-        raise NcfError(f"{where}: mode={mode!r}; choose max or min")
+    if mode != "max":
+        raise NcfError(f"{where}: mode={mode!r}: HR and NDCG are better when higher, so the "
+                       "search maximises them; remove mode (or set it to max)")
+    max_concurrent = raw.get("max_concurrent")
+    if max_concurrent is not None:
+        max_concurrent = _integer(max_concurrent, f"{where}: max_concurrent", low=1)
+    budget_share = _number(raw.get("budget_share", 1.0), f"{where}: budget_share", low=0.01)
     return Stage(
         path=path,
         name=str(raw.get("name") or path.stem),
@@ -287,6 +407,8 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
         gpu=gpu,
         searcher=searcher,
         scheduler=scheduler,
+        max_concurrent=max_concurrent,
+        budget_share=budget_share,
     )
 
 
@@ -355,17 +477,78 @@ def _param(name: str, value: Any, where: str) -> Param:
     return Param(name, kind, tuple(args))
 
 
+def _conditional(name: str, value: dict, where: str) -> Param:
+    """`{by: optimizer, sgd: <distribution or value>, adam: ...}`."""
+    by = value["by"]
+    if not isinstance(by, str):
+        raise NcfError(f"{where}.by must name another param, e.g. by: optimizer")
+    branches = tuple((k, _param(name, v, f"{where}.{k}")) for k, v in value.items()
+                     if k != "by")
+    if not branches:
+        raise NcfError(f"{where}: give a distribution (or value) for each value of {by}")
+    return Param(name, "by", (by, branches))
+
+
+def _check_conditionals(params: dict[str, Param], where: str) -> None:
+    """A conditional param depends on a choice (or fixed) param listed before it, and
+    covers each of its values."""
+    names = list(params)
+    for name, p in params.items():
+        if p.kind != "by":
+            continue
+        driver = params.get(p.args[0])
+        if driver is None or driver.kind not in ("choice", "fixed") \
+                or names.index(p.args[0]) > names.index(name):
+            raise NcfError(f"{where}: params.{name}.by: {p.args[0]!r} must be a choice (or "
+                           f"fixed) param listed before {name}")
+        missing = [v for v in driver.args if v not in p.branches()]
+        extra = [v for v in p.branches() if v not in driver.args]
+        if missing or extra:
+            raise NcfError(f"{where}: params.{name}: give one entry per value of "
+                           f"{p.args[0]} {list(driver.args)}"
+                           + (f"; missing {missing}" if missing else "")
+                           + (f"; {extra} is not one of them" if extra else ""))
+
+
+def _check_point(point: dict[str, Any], params: dict[str, Param], where: str) -> None:
+    """A point to evaluate gives every searched param a value its distribution can draw
+    (Optuna would otherwise fail inside Ray, after the data loaded)."""
+    for k in point:
+        if k not in params or params[k].kind == "fixed":
+            raise NcfError(f"{where}.{k} is not a searched param")
+    for name, p in params.items():
+        if p.kind == "fixed":
+            continue
+        if name not in point:
+            raise NcfError(f"{where}: no value for the searched param {name}; give one "
+                           "(a point is a whole config)")
+        dist = p
+        if p.kind == "by":
+            dist = p.branches()[point.get(p.args[0], params[p.args[0]].args[0])]
+        if not dist.contains(point[name]):
+            shown = list(dist.args) if dist.kind == "choice" else dist.args
+            raise NcfError(f"{where}.{name}={point[name]!r} is outside its {dist.kind} "
+                           f"{shown}; the searcher can only evaluate values in the space")
+
+
 def _check_fixed_values(params: dict[str, Param], model: str, where: str) -> None:
     """Every value a trial could get must make a valid TrainConfig: check the fixed
     values, and each choice and range end against the others' defaults."""
     fixed = {n: p.args[0] for n, p in params.items() if p.kind == "fixed"}
     TrainConfig.from_dict({"model": model, **fixed}, where=f"{where}: params")
     for name, p in params.items():
-        if p.kind == "fixed":
-            continue
-        samples = p.args if p.kind == "choice" else p.args[:2]
-        for value in samples:
-            if p.kind == "randint" and value == p.args[1]:
-                value -= 1
+        for value in extremes(p):
             TrainConfig.from_dict({"model": model, **fixed, name: value},
                                   where=f"{where}: params.{name}")
+
+
+def extremes(p: Param) -> list[Any]:
+    """Every choice, or both ends of a range (of each branch, for a conditional)."""
+    if p.kind == "fixed":
+        return []
+    if p.kind == "by":
+        return [v for _, branch in p.args[1] for v in (extremes(branch) or branch.args)]
+    if p.kind == "choice":
+        return list(p.args)
+    low, high = p.args[0], p.args[1]
+    return [low, high - 1 if p.kind == "randint" else high]

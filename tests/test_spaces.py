@@ -38,9 +38,13 @@ def test_shipped_spaces_load_as_a_chain_in_dependency_order():
     neumf = chain[-1]
     assert set(neumf.pretrain) == {"gmf", "mlp"} and "factors" not in neumf.params
     ends = {int(v.split(",")[-1]) for v in chain[1].params["layers"].args}
-    # the paper's predictive factors, as GMF's, and the wider tower of docs/RESULTS.md
-    assert ends == {8, 16, 32, 64, 128}
-    assert_points_inside_ranges(chain)
+    # the paper's predictive factors from 16 up, as GMF's, and the wider tower
+    assert ends == {16, 32, 64, 128} == set(chain[0].params["factors"].args)
+    # both GMF families, each with its own learning-rate range
+    assert set(chain[0].params["lr"].branches()) == {"sgd", "adam"}
+    # a NeuMF may end as either pure part: alpha spans 0..1
+    assert neumf.params["alpha"].args == (0.0, 1.0)
+    assert sum(s.budget_share for s in chain) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("name", ["neumf8.yaml", "neumf8-wider.yaml", "neumf16.yaml"])
@@ -48,19 +52,53 @@ def test_the_paper_table_search_spaces_load(name):
     # docs/RESULTS.md reproduces a row with these; they must stay valid spaces
     chain = spaces.load_chain(REPO / "benchmarks" / "paper_spaces" / name)
     assert [s.model for s in chain] == ["neumf"] and chain[0].max_epochs == 12
-    assert_points_inside_ranges(chain)
 
 
-def assert_points_inside_ranges(chain: list[spaces.Stage]) -> None:
-    for stage in chain:  # the recipes tried first are inside the ranges searched
-        for point in stage.searcher.points_to_evaluate:
-            for key, value in point.items():
-                param = stage.params[key]
-                if param.kind == "choice":
-                    value = ",".join(map(str, value)) if isinstance(value, list) else value
-                    assert value in param.args, (stage.name, key)
-                elif param.kind in ("uniform", "loguniform", "randint"):
-                    assert param.args[0] <= value <= param.args[1], (stage.name, key)
+def test_no_recipes_drops_every_stages_points_and_changes_the_key():
+    shipped = spaces.load_chain(REPO / "search_spaces" / "neumf.yaml")
+    bare = spaces.load_chain(REPO / "search_spaces" / "neumf.yaml", {"no_recipes": True})
+    assert all(s.searcher.points_to_evaluate for s in shipped)
+    assert not any(s.searcher.points_to_evaluate for s in bare)
+    assert shipped[0].key("d", {}) != bare[0].key("d", {})
+    assert bare[0].searcher.n_startup_trials == shipped[0].searcher.n_startup_trials
+
+
+def test_a_conditional_param_is_drawn_per_branch_and_recipes_keep_their_value(tmp_path):
+    import optuna
+
+    path = write(tmp_path, "gmf.yaml", """
+model: gmf
+params:
+  optimizer: {choice: [sgd, adam]}
+  lr: {by: optimizer, sgd: {loguniform: [10.0, 100.0]}, adam: {loguniform: [1.0e-4, 1.0e-2]}}
+  momentum: 0.0
+searcher: {points_to_evaluate: [{optimizer: adam, lr: 0.001}]}
+""")
+    stage = spaces.load_chain(path)[0]
+    assert stage.optuna_points() == [{"optimizer": "adam", "lr@adam": 0.001}]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {}
+    for _ in range(30):
+        trial = study.ask()
+        lr = stage.define_by_run(trial)["lr"]
+        opt = trial.params["optimizer"]
+        assert trial.params[f"lr@{opt}"] == lr and f"lr@{'adam' if opt == 'sgd' else 'sgd'}" \
+            not in trial.params
+        seen.setdefault(opt, []).append(lr)
+    assert all(10 <= v <= 100 for v in seen["sgd"]) and all(v <= 0.01 for v in seen["adam"])
+
+
+def test_pretrain_paths_with_dotdot_resolve_to_the_stage_files(tmp_path):
+    (tmp_path / "up").mkdir()
+    (tmp_path / "here").mkdir()
+    write(tmp_path / "up", "gmf.yaml", "model: gmf\n")
+    write(tmp_path / "up", "mlp.yaml", "model: mlp\n")
+    write(tmp_path / "here", "neumf.yaml", "model: neumf\npretrain_top: 2\n"
+          "pretrain: {gmf: ../up/gmf.yaml, mlp: ../up/mlp.yaml}\n")
+    chain = spaces.load_chain(tmp_path / "here" / "neumf.yaml")
+    # the chain finds each upstream stage by its path: these must be the same paths
+    assert chain[-1].pretrain == {"gmf": chain[0].path, "mlp": chain[1].path}
+    assert ".." not in str(chain[-1].pretrain["gmf"])
 
 
 def test_distributions_become_tune_domains(tmp_path):
@@ -118,6 +156,25 @@ def test_stage_key_changes_with_spec_data_and_upstream(tmp_path):
      "pretrain.gmf: file"),
     ("model: gmf\nsearcher: {points_to_evaluate: [{lr: 0.1}]}\n",
      "points_to_evaluate[0].lr is not a searched param"),
+    ("model: gmf\nparams: {lr: {uniform: [0.1, 1]}, factors: {choice: [8, 16]}}\n"
+     "searcher: {points_to_evaluate: [{lr: 0.5}]}\n",
+     "points_to_evaluate[0]: no value for the searched param factors"),
+    ("model: gmf\nparams: {lr: {uniform: [0.1, 1]}}\n"
+     "searcher: {points_to_evaluate: [{lr: 2.0}]}\n",
+     "points_to_evaluate[0].lr=2.0 is outside its uniform (0.1, 1)"),
+    ("model: gmf\nparams: {factors: {choice: [8, 16]}}\n"
+     "searcher: {points_to_evaluate: [{factors: 12}]}\n",
+     "points_to_evaluate[0].factors=12 is outside its choice [8, 16]"),
+    ("model: gmf\nparams: {num_negatives: {randint: [2, 5]}}\n"
+     "searcher: {points_to_evaluate: [{num_negatives: 5}]}\n",
+     "points_to_evaluate[0].num_negatives=5 is outside its randint"),
+    ("model: gmf\nparams: {optimizer: {choice: [sgd, adam]}, lr: {by: optimizer, "
+     "sgd: {uniform: [1, 2]}}}\n", "params.lr: give one entry per value of optimizer"),
+    ("model: gmf\nparams: {lr: {by: optimizer, sgd: 0.1}}\n",
+     "params.lr.by: 'optimizer' must be a choice (or fixed) param listed before lr"),
+    ("model: gmf\nmode: min\n", "mode='min': HR and NDCG are better when higher"),
+    ("model: gmf\nmax_concurrent: 0\n", "max_concurrent=0 must be at least 1"),
+    ("model: gmf\nbudget_share: 0\n", "budget_share=0 must be at least 0.01"),
 ])
 def test_bad_space_files_fail_with_one_line_naming_file_and_key(tmp_path, text, expect):
     path = write(tmp_path, "space.yaml", text)
