@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ncf_tune.errors import EXIT_USAGE, NcfError
+from ncf_tune.errors import EXIT_USAGE, Interrupted, NcfError
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,6 +48,6 @@ def guarded(main: Callable[[], int], interrupted: str = "interrupted") -> int:
     except NcfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, Interrupted) as exc:
         print(f"stopped: {exc}" if str(exc) else interrupted, file=sys.stderr)
         return 130

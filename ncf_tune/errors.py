@@ -14,3 +14,9 @@ class NcfError(Exception):
 
 
 EXIT_USAGE = 2  # argparse uses 2 for bad command lines; we use it for every bad input
+
+
+class Interrupted(Exception):
+    """A long job (a search) stopped before it finished: Ctrl-C, SIGTERM, or a stage that
+    ended early. Not a KeyboardInterrupt, so `except Exception` in a caller sees it; the
+    CLIs print its line and exit with code 130, like Ctrl-C."""

@@ -22,16 +22,19 @@ from typing import Any
 from ncf_tune.files import atomic_path, write_text_atomic, write_yaml_atomic
 from ncf_tune.models import NAMES
 
-STATUSES = ("completed", "stopped early (ASHA)", "diverged", "error")
+STATUSES = ("completed", "stopped early (ASHA)", "cut by the time budget", "diverged", "error")
 
 
-def trial_status(failed: bool, diverged: bool, epochs_run: int, max_epochs: int) -> str:
+def trial_status(failed: bool, diverged: bool, epochs_run: int, max_epochs: int,
+                 cut_by_budget: bool = False) -> str:
     """One of STATUSES: how a finished trial ended."""
     if failed:
         return "error"
     if diverged:
         return "diverged"
-    return "completed" if epochs_run >= max_epochs else "stopped early (ASHA)"
+    if epochs_run >= max_epochs:
+        return "completed"
+    return "cut by the time budget" if cut_by_budget else "stopped early (ASHA)"
 
 
 @dataclass
@@ -71,6 +74,8 @@ class StageSummary:
     # keep (fewer when fewer trials finished an epoch). Older summaries have neither.
     top_models: list[dict[str, Any]] = field(default_factory=list)
     keep_top: int = 1
+    budget_s: float | None = None  # the stage's share of --time-budget, None without one
+    trial_epochs: int = 0  # epochs trained by all its trials together
 
     @property
     def shown(self) -> list[str]:
@@ -129,14 +134,38 @@ def trials_csv(rows: list[TrialRow]) -> str:
     return out.getvalue()
 
 
-def write_report(experiment_dir: Path, summaries: list[StageSummary]) -> Path:
-    lines = [f"# {experiment_dir.name}", ""]
+def best_stage(summaries: list[StageSummary]) -> StageSummary:
+    """The chain's best model: the stage winner with the best validation score (by the
+    last stage's metric; the earlier stage wins a tie, being the simpler model)."""
+    metric = summaries[-1].metric
+    return max(summaries, key=lambda s: getattr(s, f"val_{metric}"))
+
+
+def write_report(experiment_dir: Path, summaries: list[StageSummary],
+                 budget: str | None = None) -> Path:
+    """report.md: the chain's best model first, then a section per stage. budget: the
+    chain's --time-budget as the user gave it, if any."""
+    best = best_stage(summaries)
+    metric = best.metric
+    lines = [f"# {experiment_dir.name}", "",
+             f"**Best model of the chain: {best.stage}** ({NAMES[best.model]}, validation "
+             f"{metric.upper()}@10 {getattr(best, 'val_' + metric):.4f}; test HR@10 "
+             f"{best.test_hr:.4f}, NDCG@10 {best.test_ndcg:.4f}): "
+             f"`{best.stage}/best_model.pt`, retrain with `{best.stage}/best_config.yaml`.", ""]
+    if budget is not None:
+        spent = sum(s.wall_seconds for s in summaries)
+        shares = ", ".join(f"{s.stage} {s.budget_s:.0f} s" for s in summaries
+                           if s.budget_s is not None)
+        lines += [f"Time budget {budget}: stages given {shares or 'nothing (reused)'}; "
+                  f"{spent:.0f} s spent in the stages.", ""]
     for s in summaries:
         counts = ", ".join(f"{n} {k}" for k, n in s.statuses.items() if n)
+        budget_note = f" of a {s.budget_s:.0f} s budget" if s.budget_s is not None else ""
         lines += [
             f"## {s.stage} ({NAMES[s.model]})", "",
-            f"{s.trials} trials ({counts}); data {s.data} ({s.data_fingerprint}); "
-            f"chosen by validation {s.metric.upper()}@10; {s.wall_seconds:.0f} s wall.", "",
+            f"{s.trials} trials ran ({counts}), {s.trial_epochs} epochs in all; data "
+            f"{s.data} ({s.data_fingerprint}); chosen by validation {s.metric.upper()}@10; "
+            f"{s.wall_seconds:.0f} s wall{budget_note}.", "",
             "| | HR@10 | NDCG@10 |", "|---|---|---|",
             f"| validation (epoch {s.best_epoch}) | {s.val_hr:.4f} | {s.val_ndcg:.4f} |",
             f"| test (scored once) | {s.test_hr:.4f} | {s.test_ndcg:.4f} |", "",

@@ -42,3 +42,20 @@ def always_crash_above_lr(config: dict[str, Any], data: Any) -> None:
     if config["lr"] > 0.01:
         raise RuntimeError("injected permanent failure")
     trainable.train_ncf(config, data)
+
+
+def declining_scores(config: dict[str, Any], data: Any) -> None:
+    """Validation scores that fall every epoch (0.5, 0.4, 0.3, ... plus lr, so that each
+    trial's differ): every trial's best epoch is its first, its last is its worst."""
+    real = trainable.training.evaluate
+    calls = iter(range(10_000))
+
+    def evaluate(*args: Any, **kwargs: Any) -> tuple[float, float]:
+        score = 0.5 - 0.1 * next(calls) + config["lr"]
+        return score, score
+
+    trainable.training.evaluate = evaluate
+    try:
+        trainable.train_ncf(config, data)
+    finally:
+        trainable.training.evaluate = real

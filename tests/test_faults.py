@@ -76,7 +76,8 @@ def test_a_trial_that_crashes_is_retried_from_its_checkpoint(tmp_path, ray_with_
 
 
 def test_a_trial_that_keeps_failing_is_recorded_and_the_stage_still_wins(tmp_path,
-                                                                           ray_with_faults):
+                                                                           ray_with_faults,
+                                                                           capsys):
     from faults import always_crash_above_lr
 
     space = stage(tmp_path, [0.05, 0.005])
@@ -86,6 +87,8 @@ def test_a_trial_that_keeps_failing_is_recorded_and_the_stage_still_wins(tmp_pat
     assert rows["0.05"]["status"] == "error" and rows["0.05"]["best_epoch"] == ""
     assert rows["0.005"]["status"] == "completed"
     assert summaries[0].statuses["error"] == 1
+    # the workers' output is not shown: the console says why the trial failed
+    assert "RuntimeError: injected permanent failure" in capsys.readouterr().out
     best = yaml.safe_load((tmp_path / "r" / "e" / "gmf" / "best_config.yaml").read_text())
     assert best["lr"] == 0.005
 

@@ -78,8 +78,8 @@ def test_a_second_search_process_on_the_same_experiment_is_refused(tmp_path):
     results = tmp_path / "results"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from ncf_tune import search\n"
-         f"with search._experiment_lock(Path({str(results / 'exp')!r})):\n"
+         "import sys, time; from pathlib import Path; from ncf_tune import cluster\n"
+         f"with cluster.experiment_lock(Path({str(results / 'exp')!r})):\n"
          "    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -1,0 +1,157 @@
+"""`--time-budget`: how long a whole search may take, and how the chain spends it.
+
+The clock starts when the search starts (data loading and Ray's start count). Each
+stage, when its turn comes, gets a share of the time then left:
+
+    stage seconds = (time left - RESERVE_S per stage still to run) * its budget_share
+                    / (sum of the budget_share of the stages still to run)
+
+so time a stage does not use (it ran out of trials first, or was reused) goes to the
+stages after it, and a slow stage cannot eat the time of the next ones. Inside a stage
+the budget is Ray Tune's own `time_budget_s`: when it is spent Tune stops the running
+trials, and the stage is scored from every epoch its trials finished (ASHA will have cut
+the weak ones early, so the time went to the promising ones).
+
+Before anything runs, each stage's share is checked against one epoch of its cheapest
+config, timed on this machine on a few batches: a budget that cannot train one epoch
+of a stage is a one-line error that says how much would do.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ncf_tune import spaces, training
+from ncf_tune.config import TrainConfig
+from ncf_tune.data import Split
+from ncf_tune.errors import NcfError
+from ncf_tune.models import build
+from ncf_tune.sampling import EpochData, NegativeSampler
+
+# Per stage, what its time budget does not cover: stopping trials and syncing their
+# last checkpoints, copying the winners, scoring the test set, writing the results.
+RESERVE_S = 12.0
+STARTUP_S = 15.0  # Ray's start and the first trial's process, before any stage trains
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90s`, `10m`, `2h`, `1h30m` or a plain number of seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        seconds = float(t)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", t)
+        if not parts or "".join(n + u for n, u in parts) != t:
+            raise ValueError(f"{text!r} is not a duration like 90s, 10m, 2h or 1h30m")
+        seconds = sum(float(n) * UNITS[u] for n, u in parts)
+    if not seconds > 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A search's time budget: `text` as the user gave it, `seconds`, and the monotonic
+    clock time it runs out at."""
+
+    text: str
+    seconds: float
+    deadline: float
+
+    @classmethod
+    def start(cls, text: str, started: float | None = None) -> Budget:
+        seconds = parse_duration(text)
+        return cls(text, seconds, (started or time.monotonic()) + seconds)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def stage_seconds(self, stage: spaces.Stage, still_to_run: list[spaces.Stage],
+                      left: float | None = None) -> float:
+        """The share of the time left for `stage`, the first of `still_to_run`."""
+        left = self.left() if left is None else left
+        weights = sum(s.budget_share for s in still_to_run)
+        return max(0.0, (left - RESERVE_S * len(still_to_run)) * stage.budget_share / weights)
+
+
+def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, float]:
+    """Refuse (NcfError) a budget in which some stage cannot train one epoch of its
+    cheapest config; returns each stage's estimated seconds for that epoch."""
+    left = budget.left() - STARTUP_S
+    epochs = {s.name: epoch_seconds(s, split) for s in chain}
+    for i, stage in enumerate(chain):
+        share = budget.stage_seconds(stage, chain[i:], left)
+        if share < epochs[stage.name]:
+            weights = sum(s.budget_share for s in chain)
+            need = STARTUP_S + RESERVE_S * len(chain) + max(
+                epochs[s.name] * weights / s.budget_share for s in chain)
+            raise NcfError(f"--time-budget {budget.text}: the {stage.name} stage would get "
+                           f"{share:.0f} s, less than one epoch of its cheapest config on "
+                           f"this machine (about {epochs[stage.name]:.0f} s); give at least "
+                           f"{_round_up(need)}")
+        left -= share + RESERVE_S
+    return epochs
+
+
+def epoch_seconds(stage: spaces.Stage, split: Split, probe_batches: int = 4) -> float:
+    """Seconds of one epoch (training and validation) of the stage's cheapest config,
+    timed on `probe_batches` batches with the trial's thread count. A NeuMF built from
+    pretrained stages may end after its untrained mix is scored: one evaluation."""
+    cfg = cheapest_config(stage)
+    model = build(cfg.model, split.num_users, split.num_items, cfg.factors, cfg.layers,
+                  cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, math.ceil(stage.cpu)))
+    try:
+        t0 = time.perf_counter()
+        training.evaluate(model, split.validation)
+        evaluate_s = time.perf_counter() - t0
+        if stage.starts_pretrained:
+            return evaluate_s
+        gen = torch.Generator().manual_seed(0)
+        sampler = NegativeSampler(split.train_users, split.train_items, split.num_items, "cpu")
+        t0 = time.perf_counter()
+        rows = sampler.epoch(cfg.num_negatives, gen)
+        sample_s = time.perf_counter() - t0
+        n = min(len(rows), probe_batches * cfg.batch_size)
+        probe = EpochData(rows.users[:n], rows.items[:n], rows.labels[:n])
+        optimizer = training.build_optimizer(model, cfg)
+        training.train_epoch(model, optimizer, probe, cfg, 0, gen)  # warm-up
+        t0 = time.perf_counter()
+        training.train_epoch(model, optimizer, probe, cfg, 0, gen)
+        train_s = (time.perf_counter() - t0) * len(rows) / n
+    finally:
+        torch.set_num_threads(threads)
+    return sample_s + train_s + evaluate_s
+
+
+def cheapest_config(stage: spaces.Stage) -> TrainConfig:
+    """The config of the stage's space that trains an epoch fastest: fewest factors,
+    smallest tower, fewest negatives, largest batch; anything else as drawn first."""
+    values = {**stage.fixed_space(), "model": stage.model}
+    for name, p in stage.params.items():
+        if p.kind == "fixed":
+            continue
+        options = spaces.extremes(p)
+        cost = {"factors": lambda v: v, "num_negatives": lambda v: v,
+                "batch_size": lambda v: -v,
+                "layers": lambda v: sum(int(x) for x in str(v).split(","))}.get(name)
+        values[name] = min(options, key=cost) if cost else options[0]
+    if stage.model == "neumf":  # sizes come from upstream winners: the file's defaults
+        values.pop("pretrain_gmf", None)
+    return TrainConfig.from_dict(values, where=str(stage.path))
+
+
+def _round_up(seconds: float) -> str:
+    """A budget a user would type: 45s, 3m, 2h."""
+    if seconds <= 60:
+        return f"{math.ceil(seconds)}s"
+    if seconds <= 3600:
+        return f"{math.ceil(seconds / 60)}m"
+    return f"{math.ceil(seconds / 3600)}h"

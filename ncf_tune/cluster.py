@@ -1,0 +1,163 @@
+"""Where a search runs: one search per experiment folder (a lock), Ray started or joined
+for the length of the search and left as it was found, trials' resources settled.
+
+`ray_session` is the one way the search touches process-wide state (Ray, Tune's
+environment variables, the SIGTERM handler), and it puts every piece back when the
+search ends, so that `run_chain` can be called from a notebook or another program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from ncf_tune import spaces
+from ncf_tune.errors import NcfError
+
+MIN_FREE_BYTES = 256 * 2**20  # checkpoints of a few trials; refuse before trials start
+
+# Read by Ray Tune while a search runs: a readable console, trials started side by side.
+TUNE_ENV = {
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no tables, no banners
+    # Tune's own Ctrl-C handler stops every trial and marks it finished, so a resumed
+    # search would not rerun them. Without it, Ctrl-C (and SIGTERM, below) leave Tune's
+    # state as its last snapshot, just like a killed driver, and --resume picks up there.
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+}
+
+
+class experiment_lock:
+    """One search per experiment folder at a time (an flock on <experiment>/.lock); the
+    folder must be writable and have room for checkpoints."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __enter__(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.folder / ".lock", "w")  # noqa: SIM115
+        except OSError as exc:
+            raise NcfError(f"{self.folder}: cannot write results here ({exc.strerror}); pass "
+                           "--results DIR with a writable folder") from None
+        free = shutil.disk_usage(self.folder).free
+        if free < MIN_FREE_BYTES:
+            self.handle.close()
+            raise NcfError(f"{self.folder}: only {free / 2**20:.0f} MiB free; a search needs at "
+                           f"least {MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints: free some "
+                           "space or pass --results DIR on another disk")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise NcfError(f"{self.folder}: another search is writing to this experiment; "
+                           "wait for it, or pass --experiment NAME to use another folder") from None
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, cpus: int | None, gpus: int | None) -> Iterator[None]:
+    """Ray for the length of a search: started here (or joined, with `address`) unless it
+    is already running, and shut down afterwards only if started here. Tune's
+    environment variables and the SIGTERM handler are set for the search and restored."""
+    saved_env = {k: os.environ.get(k) for k in (*TUNE_ENV, "TUNE_MAX_PENDING_TRIALS_PG")}
+    for key, value in TUNE_ENV.items():
+        os.environ.setdefault(key, value)
+    saved_term = signal.getsignal(signal.SIGTERM)
+    started = False
+    try:
+        started = _start_ray(address, cpus, gpus)
+        # ray.init puts in a SIGTERM handler that aborts the process; ours stops the
+        # search like Ctrl-C does, so that a scheduler ending the job leaves a resumable
+        # search.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # By default Tune keeps one trial pending at a time with a searcher: let every
+        # slot start one (the stage's max_concurrent caps how many run).
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(slots))
+        yield
+    finally:
+        if started:
+            shutdown_ray(timeout=30)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, saved_term)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def shutdown_ray(timeout: float) -> None:
+    """ray.shutdown(), but never wait longer than `timeout` for it."""
+    stopper = threading.Thread(target=ray.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+
+
+def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> bool:
+    """Start (or join) Ray unless it is running; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    package = Path(__file__).resolve().parent
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "log_to_driver": False}  # trial failures: see console.py
+    if address:
+        # Workers on other machines get this package itself, whatever is installed there.
+        kwargs["address"] = address
+        kwargs["runtime_env"] = {"py_modules": [str(package)]}
+    else:
+        # Local workers import ncf_tune (and trainables defined beside the caller's
+        # code) from the driver's path, installed or not.
+        path = os.pathsep.join(p for p in (str(package.parent), os.environ.get("PYTHONPATH"))
+                               if p)
+        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+        kwargs.update(num_cpus=cpus, num_gpus=gpus)
+    ray.init(**kwargs)
+    return True
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler ending the job) stops the search like Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def check_resources(chain: list[spaces.Stage], have: dict[str, float] | None = None
+                    ) -> list[spaces.Stage]:
+    """Refuse a stage that asks for more per trial than the cluster has; settle gpu.
+
+    A stage that does not say: CPU trials, one per core, even when Ray sees GPUs. At the
+    shipped batch sizes an H200 trains GMF-64 no faster than one CPU core (1.9M vs 2.0M
+    rows/s, docs/PERFORMANCE.md), so half a GPU per trial would leave all but two cores
+    idle. A space that wants GPUs says so (`resources: {gpu: 0.25}`).
+    have: the cluster's resources (default: Ray's, as it runs now).
+    """
+    have = ray.cluster_resources() if have is None else have
+    settled = []
+    for stage in chain:
+        if stage.gpu is None:
+            stage = dataclasses.replace(stage, gpu=0.0)
+        settled.append(stage)
+        for name, want in (("cpu", stage.cpu), ("gpu", stage.gpu)):
+            got = have.get(name.upper(), 0)
+            if want > got:
+                raise NcfError(f"{stage.path}: resources.{name}={want:g} per trial, but the Ray "
+                               f"cluster has {got:g}; lower it (or --{name}s N, --address)")
+    return settled

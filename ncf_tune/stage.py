@@ -1,0 +1,312 @@
+"""One stage of a search: one Ray Tune `Tuner`, its results written under <stage>/.
+
+OptunaSearch (TPE, with the constant liar so that trials started side by side do not
+all get the same proposal) proposes configs and learns from each trial's best epoch;
+ASHA cuts weak trials at rungs counted in evaluations; Tune's own `time_budget_s` ends
+the stage when its share of a `--time-budget` is spent. The winner is the best epoch of
+any trial by validation metric; its test score is computed once, here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ncf_tune import checkpoint as ckpt
+from ncf_tune import data, results, spaces, training
+from ncf_tune import storage as ncf_storage
+from ncf_tune.console import TrialPrinter
+from ncf_tune.errors import Interrupted, NcfError
+from ncf_tune.models import NAMES
+from ncf_tune.trainable import train_ncf
+
+BUDGET_SLACK_S = 2.0  # a stage that ran this close to its time budget was ended by it
+
+
+class SearchInterrupted(Interrupted):
+    """The search stopped before a stage finished (Ctrl-C, SIGTERM); --resume goes on."""
+
+
+@dataclass(frozen=True)
+class Winner:
+    """What a finished stage hands to the stages downstream of it."""
+
+    stage: str
+    key: str
+    # results/<experiment>/<stage>/best_model.pt (then top2_model.pt, ...), or their
+    # copies in --storage; configs: each one's best_config, in the same order
+    checkpoints: tuple[str, ...]
+    configs: tuple[dict[str, Any], ...]
+    summary: results.StageSummary
+
+
+def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
+              upstream: dict[str, Winner], key: str, *, resume: bool = False,
+              force: bool = False, trainable: Callable[..., None] = train_ncf,
+              shared: str | None = None, keep_top: int = 1,
+              budget_s: float | None = None) -> results.StageSummary:
+    """Search one stage with one Tuner; writes the stage's results and returns its summary.
+
+    Trials and their checkpoints go to <shared>/<stage>/tune when `shared` (a storage
+    folder or URI) is given, else to <exp_dir>/<stage>/tune. keep_top: how many of the
+    best trials' models the stage keeps (for a NeuMF stage's pretrain_top). budget_s:
+    the stage's time budget in seconds (Tune's time_budget_s), None for none.
+    Raises SearchInterrupted when the stage stopped before its trials (or its budget)
+    ran out, NcfError when --resume would mix two different searches.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = exp_dir / stage.name
+    trials_root = ncf_storage.join(shared, stage.name) if shared else str(folder)
+    tune_dir = ncf_storage.join(trials_root, "tune")
+    param_space = {**stage.fixed_space(), **stage_config(stage, upstream)}
+    trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split),
+                                   {"cpu": stage.cpu, "gpu": stage.gpu})
+    printer = TrialPrinter(stage)
+    started = time.perf_counter()
+    earlier = ncf_storage.exists(tune_dir)
+    marker = folder / "search.json"  # the key of the search under way in tune_dir
+    if earlier and resume and tune.Tuner.can_restore(tune_dir):
+        _check_same_search(marker, key, stage)
+        print(f"[{stage.name}] resuming the interrupted search in {tune_dir}")
+        tuner = tune.Tuner.restore(tune_dir, trainable=trial_fn, resume_errored=True,
+                                   param_space=param_space)
+    else:
+        if earlier:
+            if not force and not resume:
+                raise NcfError(f"{tune_dir}: an earlier search of stage {stage.name} did not "
+                               "finish; pass --resume to continue it or --force to start over")
+            ncf_storage.remove_tree(tune_dir)
+        budget = f", time budget {budget_s:.0f} s" if budget_s is not None else ""
+        print(f"[{stage.name}] up to {stage.num_samples} trials of {NAMES[stage.model]}, up "
+              f"to {stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per "
+              f"trial{budget}" + _built_from(upstream, stage))
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
+        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
+    grid = tuner.fit()
+    elapsed = time.perf_counter() - started
+    ended_by_budget = budget_s is not None and elapsed >= budget_s - BUDGET_SLACK_S
+    # A stage with unfinished trials is not a result: nothing is written for it.
+    if grid.num_terminated + grid.num_errors < stage.num_samples and not ended_by_budget:
+        raise SearchInterrupted(f"[{stage.name}] interrupted with "
+                                f"{grid.num_terminated + grid.num_errors} of {stage.num_samples}"
+                                " trials finished; run the same command with --resume to go on")
+    rows, ranked = _collect(grid, stage, printer.ended if ended_by_budget else None)
+    if not ranked:
+        hint = (f"its time budget ({budget_s:.0f} s) ended before any trial finished an "
+                "epoch; give --time-budget more" if ended_by_budget else
+                "check the errors there, or lower lr if every trial diverged")
+        raise NcfError(f"[{stage.name}] no trial finished an epoch (see {tune_dir}); {hint}")
+    with tempfile.TemporaryDirectory() as scratch:
+        tops = _fetch_top(ranked, stage, keep_top, Path(scratch))
+        _, winner, best_row = tops[0]
+        test_hr, test_ndcg = training.evaluate(winner.model(), split.test)
+        statuses = {s: sum(r.status == s for r in rows) for s in results.STATUSES}
+        summary = results.StageSummary(
+            stage=stage.name, model=stage.model, key=key, data=stage.data,
+            data_fingerprint=split.fingerprint, metric=stage.metric,
+            winner_trial=best_row.trial_id, best_epoch=int(best_row.best_epoch or 0),
+            val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
+            test_hr=test_hr, test_ndcg=test_ndcg, trials=len(rows), statuses=statuses,
+            wall_seconds=round(time.perf_counter() - started, 2),
+            trial_seconds=round(sum(r.train_seconds for r in rows), 2),
+            best_config=_best_config(winner, stage),
+            searched=stage.searched,
+            top_models=[{"file": results.top_model_file(rank), "trial_id": row.trial_id,
+                         "epoch": top.epoch, "val_hr": row.val_hr, "val_ndcg": row.val_ndcg,
+                         "config": _best_config(top, stage)}
+                        for rank, (_, top, row) in enumerate(tops, start=1)],
+            keep_top=keep_top,
+            budget_s=None if budget_s is None else round(budget_s, 1),
+            trial_epochs=sum(r.epochs_run for r in rows),
+        )
+        results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
+    marker.unlink(missing_ok=True)
+    print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
+          f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
+          f"NDCG@10 {test_ndcg:.4f} | {', '.join(f'{n} {s}' for s, n in statuses.items() if n)}"
+          f" | {summary.wall_seconds:.0f} s -> {folder}")
+    return summary
+
+
+def _check_same_search(marker: Path, key: str, stage: spaces.Stage) -> None:
+    """--resume continues the search that was interrupted, never a different one: Tune
+    would restore the old trials, budget and TPE state under the new spec's name."""
+    try:
+        old = json.loads(marker.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if old != key:
+        raise NcfError(f"{stage.path}: --resume: the interrupted search of stage {stage.name} "
+                       "ran with other settings (space file, --num-samples, --max-epochs, "
+                       "--time-budget, --no-recipes, data or upstream); rerun that command "
+                       "with --resume, or pass --force to start this one over")
+
+
+def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
+               printer: tune.Callback, budget_s: float | None) -> tune.Tuner:
+    """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
+    folder/tune (a local folder or a storage URI)."""
+    searcher = OptunaSearch(
+        space=stage.define_by_run, metric=f"best_{stage.metric}", mode="max",
+        sampler=optuna.samplers.TPESampler(seed=stage.searcher.seed,
+                                           n_startup_trials=stage.searcher.n_startup_trials,
+                                           constant_liar=True),
+        points_to_evaluate=stage.optuna_points() or None,
+    )
+    offset = 1 if stage.starts_pretrained else 0  # epoch 0 is a rung too (trainable.py)
+    if stage.scheduler.type == "asha":
+        scheduler = ASHAScheduler(time_attr="evaluations", metric=stage.metric, mode="max",
+                                  max_t=stage.max_epochs + offset,
+                                  grace_period=min(stage.scheduler.grace_period,
+                                                   stage.max_epochs + offset),
+                                  reduction_factor=stage.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trial_fn,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=stage.num_samples,
+                                    max_concurrent_trials=stage.max_concurrent,
+                                    time_budget_s=budget_s,
+                                    reuse_actors=True),  # no new process per trial
+        run_config=tune.RunConfig(
+            name="tune", storage_path=folder, verbose=0, callbacks=[printer],
+            # keep each trial's best epoch: the stage's winner is the best epoch of all
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=stage.metric,
+                checkpoint_score_order="max"),
+            failure_config=tune.FailureConfig(max_failures=2),  # retried from checkpoint
+        ),
+    )
+
+
+def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
+             ) -> tuple[list[results.TrialRow], list[tuple[Any, results.TrialRow]]]:
+    """Rows for trials.csv, and (result, row) of every trial with a checkpoint, best
+    first by its best epoch: the first holds the stage's winner. ended: when the time
+    budget ended the stage, the trials that ended on their own; the others were cut."""
+    rows: list[results.TrialRow] = []
+    ranked: list[tuple[float, Any, results.TrialRow]] = []
+    for res in grid:
+        trial_id = str(res.metrics.get("trial_id") or Path(res.path).name)
+        df = res.metrics_dataframe
+        if df is None or df.empty:  # failed before its first epoch, or never started
+            if ended is not None and res.error is None:
+                continue  # the budget ended the stage before this trial got going
+            df = pd.DataFrame({"epoch": [], "diverged": [], "seconds": []})
+        epochs_run = int(df["epoch"].max()) if len(df) else 0
+        diverged = bool(len(df)) and bool(df["diverged"].iloc[-1])
+        cut = ended is not None and trial_id not in ended and res.error is None
+        status = results.trial_status(res.error is not None, diverged, epochs_run,
+                                      stage.max_epochs, cut_by_budget=cut)
+        row = results.TrialRow(trial_id, status, epochs_run, None, None, None,
+                               float(df["seconds"].sum()),
+                               {k: res.config.get(k) for k in stage.searched})
+        # Latest first: a tie goes to the later epoch, as Tune's checkpoint keeping does
+        # (a pretrained NeuMF's epoch 0 and an epoch that changed nothing can tie).
+        clean = df[~df["diverged"].astype(bool)].iloc[::-1]
+        if not clean.empty:
+            top = clean.loc[clean[stage.metric].idxmax()]
+            row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
+                float(top["ndcg"])
+            if res.get_best_checkpoint(stage.metric, "max") is not None:
+                ranked.append((float(top[stage.metric]), res, row))
+        rows.append(row)
+    ranked.sort(key=lambda t: -t[0])  # stable: a tie goes to the earlier trial
+    return rows, [(res, row) for _, res, row in ranked]
+
+
+def _fetch_top(ranked: list[tuple[Any, results.TrialRow]], stage: spaces.Stage, keep_top: int,
+               scratch: Path) -> list[tuple[Path, ckpt.Checkpoint, results.TrialRow]]:
+    """The best-epoch checkpoints of the first `keep_top` trials in `ranked` (best first),
+    copied to `scratch` (from --storage if trials ran there). After the winner, an MLP
+    stage keeps only towers as deep as the winner's: NeuMF stacks them side by side."""
+    tops: list[tuple[Path, ckpt.Checkpoint, results.TrialRow]] = []
+    for res, row in ranked:
+        if len(tops) == keep_top:
+            break
+        with res.get_best_checkpoint(stage.metric, "max").as_directory() as local:
+            path = scratch / f"{len(tops) + 1}.pt"
+            shutil.copyfile(Path(local) / "model.pt", path)
+        top = ckpt.load(path, expect_model=stage.model)
+        if tops and len(top.config.layers) != len(tops[0][1].config.layers) \
+                and stage.model == "mlp":
+            continue
+        tops.append((path, top, row))
+    return tops
+
+
+def _best_config(top: ckpt.Checkpoint, stage: spaces.Stage) -> dict[str, Any]:
+    """A kept trial's config as a `python -m ncf_tune.train --config` file: its epochs
+    cut at its best epoch (and its cosine decay kept as the trial's)."""
+    cfg = top.config
+    if cfg.lr_schedule == "cosine" and not cfg.schedule_epochs:
+        cfg = cfg.replace(schedule_epochs=cfg.epochs)  # the trial's decay, cut at its best
+    # threads: the trial's (trainable.py); bf16 on another count rounds differently
+    best_config = {**cfg.replace(epochs=top.epoch).to_dict(), "data": stage.data,
+                   "threads": max(1, math.ceil(stage.cpu))}
+    for k in ("pretrain_gmf", "pretrain_mlp"):
+        if best_config[k] is None:
+            del best_config[k]
+    return best_config
+
+
+def _built_from(upstream: dict[str, Winner], stage: spaces.Stage) -> str:
+    """', built from the 2 best GMFs (...) and ...' for a NeuMF of several parts, else ''."""
+    if stage.model != "neumf" or stage.pretrain_top == 1 or not upstream:
+        return ""
+    parts = []
+    for kind, winner in upstream.items():
+        sizes = [c["factors"] if kind == "gmf" else c["layers"][-1]
+                 for c in winner.configs[:stage.pretrain_top]]
+        parts.append(f"{len(sizes)} best {NAMES[kind]}s ({', '.join(map(str, sizes))} factors)")
+    return ", built from the " + " and the ".join(parts) + " side by side"
+
+
+def stage_config(stage: spaces.Stage, upstream: dict[str, Winner]) -> dict[str, Any]:
+    """Fixed keys every trial of the stage gets: model, epochs, seed, pretrained inputs."""
+    config: dict[str, Any] = {"model": stage.model, "epochs": stage.max_epochs,
+                              "seed": stage.seed}
+    for kind, winner in upstream.items():
+        # An MLP takes one GMF's embeddings; a NeuMF its upstream stages' best
+        # `pretrain_top` models each (fewer if fewer trials finished), side by side.
+        n = stage.pretrain_top if stage.model == "neumf" else 1
+        paths, configs = winner.checkpoints[:n], winner.configs[:n]
+        config[f"pretrain_{kind}"] = paths[0] if len(paths) == 1 else list(paths)
+        if stage.model == "neumf":  # sizes must match the weights copied in: they add up
+            for name in spaces.INHERITED[kind]:
+                values = [c.get(name) for c in configs]  # no biases before they existed
+                if name == "factors":
+                    value = sum(values)
+                elif name == "layers":
+                    value = ",".join(str(sum(sizes)) for sizes in zip(*values, strict=True))
+                else:  # biases: NeuMF has them if any part has
+                    value = any(map(bool, values)) or config.get("biases", False)
+                config[name] = value
+    if stage.model == "mlp" and "gmf" in upstream:
+        factors = upstream["gmf"].summary.best_config["factors"]
+        layers = stage.params.get("layers")
+        values = [] if layers is None else (layers.args if layers.kind in ("fixed", "choice")
+                                            else [])
+        for v in values or ["64,32,16,8"]:
+            first = int(str(v).split(",")[0])
+            if first != 2 * factors:
+                raise NcfError(f"{stage.path}: params.layers {v} must start with "
+                               f"{2 * factors} (2 x the GMF winner's {factors} factors) to take "
+                               "its embeddings; fix gmf's factors or drop pretrain.gmf")
+    return config
