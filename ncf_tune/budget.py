@@ -14,7 +14,8 @@ the weak ones early, so the time went to the promising ones).
 
 Before anything runs, each stage's share is checked against one epoch of its cheapest
 config, timed on this machine on a few batches: a budget that cannot train one epoch
-of a stage is a one-line error that says how much would do.
+of a stage (plus starting its first trial) is a one-line error that says how much would
+do.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from ncf_tune.sampling import EpochData, NegativeSampler
 # Per stage, what its time budget does not cover: stopping trials and syncing their
 # last checkpoints, copying the winners, scoring the test set, writing the results.
 RESERVE_S = 12.0
-STARTUP_S = 15.0  # Ray's start and the first trial's process, before any stage trains
+STARTUP_S = 15.0  # Ray's start, before the first stage
+TRIAL_START_S = 10.0  # a stage's first trial: a worker process, torch imported, data fetched
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -81,19 +83,20 @@ class Budget:
 
 
 def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, float]:
-    """Refuse (NcfError) a budget in which some stage cannot train one epoch of its
-    cheapest config; returns each stage's estimated seconds for that epoch."""
+    """Refuse (NcfError) a budget in which some stage cannot start a trial and train one
+    epoch of its cheapest config; returns each stage's estimated seconds for that epoch."""
     left = budget.left() - STARTUP_S
     epochs = {s.name: epoch_seconds(s, split) for s in chain}
     for i, stage in enumerate(chain):
         share = budget.stage_seconds(stage, chain[i:], left)
-        if share < epochs[stage.name]:
+        if share < TRIAL_START_S + epochs[stage.name]:
             weights = sum(s.budget_share for s in chain)
             need = STARTUP_S + RESERVE_S * len(chain) + max(
-                epochs[s.name] * weights / s.budget_share for s in chain)
+                (TRIAL_START_S + epochs[s.name]) * weights / s.budget_share for s in chain)
             raise NcfError(f"--time-budget {budget.text}: the {stage.name} stage would get "
-                           f"{share:.0f} s, less than one epoch of its cheapest config on "
-                           f"this machine (about {epochs[stage.name]:.0f} s); give at least "
+                           f"{share:.0f} s, less than starting a trial and one epoch of its "
+                           f"cheapest config on this machine (about "
+                           f"{TRIAL_START_S + epochs[stage.name]:.0f} s); give at least "
                            f"{_round_up(need)}")
         left -= share + RESERVE_S
     return epochs

@@ -42,6 +42,8 @@ def test_two_node_cluster_runs_the_chain_on_both_nodes_through_storage(tmp_path)
         summaries = search.run_chain(tmp_path / "neumf.yaml", results_dir=tmp_path / "r",
                                      experiment="e", address=cluster.address,
                                      storage=f"file://{tmp_path}/shared")
+        assert not ray.is_initialized()  # the search left the cluster it joined
+        ray.init(address=cluster.address)
         nodes = {n["NodeID"][:12] for n in ray.nodes() if n["Alive"]}
     finally:
         ray.shutdown()

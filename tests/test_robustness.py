@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncf_tune import checkpoint, data, search, spaces
+from ncf_tune import checkpoint, cluster, data, search, spaces
 from ncf_tune.errors import NcfError
 
 
@@ -56,7 +56,7 @@ def test_unwritable_results_folder_is_refused_before_trials_start(tmp_path):
 
 
 def test_a_nearly_full_disk_is_refused_before_trials_start(tmp_path, monkeypatch):
-    monkeypatch.setattr(search, "MIN_FREE_BYTES", 2**62)
+    monkeypatch.setattr(cluster, "MIN_FREE_BYTES", 2**62)
     space = Path(__file__).resolve().parent.parent / "search_spaces" / "gmf.yaml"
     with pytest.raises(NcfError, match="MiB free; a search needs at least"):
         search.run_chain(space, results_dir=tmp_path / "results")
