@@ -14,9 +14,8 @@ No search runs here. For every factor size f and seed, in this order:
   neumf-pre  NeuMF from this seed's GMF and MLP      configs/neumf-pre.yaml
 m is f (the paper's sizes) unless --mlp-scale S makes it S*f: a wider MLP beside GMF-f;
 the table then shows "f + m" for the NeuMF rows, which are not the paper's models.
-The YAML files (default benchmarks/paper_configs/, recipes v4, or a search's winners
-copied there; paper_configs/v1/, v2/ and v3/ hold the earlier recipes behind
-docs/RESULTS.md's other tables) hold every other setting; the sizes come from
+The YAML files (default benchmarks/paper_configs/, the recipes of docs/RESULTS.md's
+table, or a search's winners copied there) hold every other setting; the sizes come from
 --factors, and a file's `by_factors: {8: {embedding_l2: 0.005}}` changes settings at one
 size. A seed fixes the validation hold-out, the initialisation, the negatives and
 the batch order.
@@ -28,7 +27,7 @@ best-epoch GMF and MLP weights, and its epoch 0 (the untrained mix) is a candida
 config, seed and data match: `--models gmf` first and `--models neumf-pre` later train
 each part once. With `--stop-after MINUTES` the table stops after the epoch that ends past
 that time and keeps the part in training, to be continued by the same command later,
-here or on another machine (a GPU machine lent for minutes, say). `alpha` in
+here or on another machine (a GPU machine available for minutes, say). `alpha` in
 neumf-pre.yaml may be a list: each value's untrained mix is scored on validation and the
 best one is fine-tuned. Test scores never choose anything.
 """
