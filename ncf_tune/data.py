@@ -123,13 +123,54 @@ class Interactions:
     """Implicit feedback: one row per distinct (user, item) pair, ids 0..n-1."""
 
     name: str
+    source: str  # what `load` was given: an archive name, or a file's or folder's full path
     users: np.ndarray  # [n] int64
     items: np.ndarray  # [n] int64
     timestamps: np.ndarray  # [n] int64; 0 where the source has none
     num_users: int
     num_items: int
+    # The source's own id of each index (user u is raw_users[u]): recommendations and
+    # their inputs use these. A paper split's files are already 0-based: 0..n-1.
+    raw_users: np.ndarray  # [num_users] int64
+    raw_items: np.ndarray  # [num_items] int64
     fixed_test: FixedTest | None = None
     notes: tuple[str, ...] = ()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A short hash of the interactions and their ids, not of the source's name or
+        path: the same ratings under another path (or fetched as ml-1m) match. Unlike
+        `Split.fingerprint` it does not depend on the split's seed."""
+        h = hashlib.sha256(f"{self.num_users},{self.num_items}".encode())
+        arrays = [self.raw_users, self.raw_items, self.users, self.items, self.timestamps]
+        if self.fixed_test is not None:
+            arrays += [self.fixed_test.users, self.fixed_test.items]
+        for a in arrays:
+            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def seen(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) of every interaction the source holds, a fixed test set's too."""
+        if self.fixed_test is None:
+            return self.users, self.items
+        return (np.concatenate([self.users, self.fixed_test.users]),
+                np.concatenate([self.items, self.fixed_test.items]))
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Which data a model was trained on, and the raw id of each of its rows: what a
+    checkpoint carries so that a model can be used on the data's own ids."""
+
+    source: str  # Interactions.source: the data to load again by default
+    fingerprint: str  # Interactions.fingerprint: recognises the same data elsewhere
+    users: torch.Tensor  # [num_users] int64: raw id of user index u
+    items: torch.Tensor  # [num_items] int64
+
+    @classmethod
+    def of(cls, data: Interactions) -> IdMap:
+        return cls(data.source, data.fingerprint, torch.from_numpy(data.raw_users.copy()),
+                   torch.from_numpy(data.raw_items.copy()))
 
 
 def load(source: str | os.PathLike) -> Interactions:
@@ -139,12 +180,12 @@ def load(source: str | os.PathLike) -> Interactions:
     """
     text = str(source)
     if text in ARCHIVES:
-        return _from_ratings_file(fetch(text), name=text)
+        return _from_ratings_file(fetch(text), name=text, source=text)
     path = Path(text).expanduser()
     if path.is_dir():
         return _from_paper_split(path)
     if path.is_file():
-        return _from_ratings_file(path, name=path.stem)
+        return _from_ratings_file(path, name=path.stem, source=str(path.resolve()))
     raise NcfError(
         f"data source {text!r} is neither {', '.join(ARCHIVES)} nor an existing ratings "
         "file or NCF paper split folder (*.train.rating, *.test.rating, *.test.negative)"
@@ -260,7 +301,7 @@ def _integers(col: pd.Series, path: Path, what: str, header_lines: int) -> np.nd
     return num.astype(np.int64)
 
 
-def _from_ratings_file(path: Path, name: str) -> Interactions:
+def _from_ratings_file(path: Path, name: str, source: str) -> Interactions:
     df = read_ratings(path)
     rows = len(df)
     df = df[df["rating"] > 0]  # implicit feedback: any positive rating is an interaction
@@ -278,11 +319,14 @@ def _from_ratings_file(path: Path, name: str) -> Interactions:
     order = np.lexsort((df["timestamp"].to_numpy(), users))
     return Interactions(
         name=name,
+        source=source,
         users=users[order].astype(np.int64),
         items=items[order].astype(np.int64),
         timestamps=df["timestamp"].to_numpy(np.int64)[order],
         num_users=len(raw_users),
         num_items=len(raw_items),
+        raw_users=raw_users.astype(np.int64),
+        raw_items=raw_items.astype(np.int64),
         notes=tuple(notes),
     )
 
@@ -368,12 +412,15 @@ def _from_paper_split(folder: Path) -> Interactions:
     order = np.argsort(users, kind="stable")
     return Interactions(
         name=folder.name,
+        source=str(folder.resolve()),
         users=users[order].astype(np.int64),
         items=items[order].astype(np.int64),
         timestamps=train["timestamp"].to_numpy(np.int64)[order]
         if train_keys_unique == len(train) else np.zeros(len(users), np.int64),
         num_users=num_users,
         num_items=num_items,
+        raw_users=np.arange(num_users, dtype=np.int64),
+        raw_items=np.arange(num_items, dtype=np.int64),
         fixed_test=FixedTest(test_users, test_items, negatives.astype(np.int64)),
         notes=tuple(notes),
     )
@@ -434,6 +481,9 @@ class Split:
     test: EvalSet  # scored once, for the winners
     seed: int
     notes: tuple[str, ...] = field(default=())
+    # The data's raw ids and identity, for checkpoints (every split made by `split` has
+    # them; the fingerprint below leaves them out, so older stage keys still match).
+    ids: IdMap | None = None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -496,6 +546,7 @@ def split(data: Interactions, seed: int = 0) -> Split:
         test=test,
         seed=seed,
         notes=tuple(notes),
+        ids=IdMap.of(data),
     )
 
 

@@ -75,6 +75,20 @@ def test_eval_candidates_are_distinct_never_interacted_and_seeded(ratings_file):
     assert s.fingerprint != other.fingerprint
 
 
+def test_raw_ids_and_a_fingerprint_of_the_content_not_the_path(tmp_path):
+    rows = make_ratings()
+    rows[:, 0] = rows[:, 0] * 7 + 1000  # raw ids that are not 1..n
+    inter = data.load(write_dat(tmp_path / "a.dat", rows))
+    raw_pairs = {(inter.raw_users[u], inter.raw_items[i]) for u, i in pairs(inter)}
+    assert raw_pairs == {(u, i) for u, i, _, _ in rows}
+    ids = data.split(inter).ids
+    assert ids.source == str((tmp_path / "a.dat").resolve())
+    assert ids.users.tolist() == inter.raw_users.tolist() and ids.fingerprint == inter.fingerprint
+    # The same ratings as a CSV elsewhere: the same data. One rating fewer: other data.
+    assert data.load(write_csv(tmp_path / "b.csv", rows)).fingerprint == inter.fingerprint
+    assert data.load(write_dat(tmp_path / "c.dat", rows[1:])).fingerprint != inter.fingerprint
+
+
 def test_eval_negatives_are_uniform_over_allowed_items():
     rng = np.random.default_rng(0)
     num_items, users = 300, np.zeros(4000, dtype=np.int64)
