@@ -1,4 +1,6 @@
-"""Checkpoints: model, optimiser, config, epoch and metrics in one file.
+"""Checkpoints: model, optimiser, config, epoch and metrics in one file, and (since
+recommendations were added) the data's raw ids and fingerprint (`data.IdMap`), so that
+the model can be used on the data's own ids and never on other data by mistake.
 
 Saved atomically (temp file, then rename), so a crash never leaves half a checkpoint.
 Loaded with `torch.load(weights_only=True)`: only tensors and plain containers are
@@ -18,6 +20,7 @@ from torch import nn
 
 from ncf_tune import storage
 from ncf_tune.config import TrainConfig
+from ncf_tune.data import IdMap
 from ncf_tune.errors import NcfError
 from ncf_tune.files import atomic_path
 from ncf_tune.models import GMF, MLP, NAMES, build, stacked_sizes
@@ -34,6 +37,7 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None
     metrics: dict[str, float]
+    ids: IdMap | None = None  # None in a checkpoint saved before ids were kept
 
     def model(self, device: torch.device | str = "cpu") -> nn.Module:
         """The model this checkpoint holds, weights loaded, on `device`."""
@@ -46,8 +50,9 @@ class Checkpoint:
 
 def save(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None,
          config: TrainConfig, epoch: int, num_users: int, num_items: int,
-         metrics: dict[str, float] | None = None) -> Path:
-    """Write a checkpoint to `path` atomically; returns the path."""
+         metrics: dict[str, float] | None = None, ids: IdMap | None = None) -> Path:
+    """Write a checkpoint to `path` atomically; returns the path.
+    ids: the data's raw ids and fingerprint (`Split.ids`), which recommend needs."""
     path = Path(path)
     payload = {
         "format": FORMAT,
@@ -58,6 +63,9 @@ def save(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optim
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "metrics": dict(metrics or {}),
+        # Plain strings and tensors: a weights_only load reads them.
+        "ids": None if ids is None else {"source": ids.source, "fingerprint": ids.fingerprint,
+                                         "users": ids.users.cpu(), "items": ids.items.cpu()},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -99,7 +107,22 @@ def load(path: str | os.PathLike, expect_model: str | None = None) -> Checkpoint
         model_state=raw["model"],
         optimizer_state=raw["optimizer"],
         metrics=dict(raw["metrics"]),
+        ids=_ids(raw.get("ids"), path, int(raw["num_users"]), int(raw["num_items"])),
     )
+
+
+def _ids(raw: Any, path: Any, num_users: int, num_items: int) -> IdMap | None:
+    if raw is None:
+        return None
+    try:
+        ids = IdMap(str(raw["source"]), str(raw["fingerprint"]), raw["users"], raw["items"])
+        ok = ids.users.shape == (num_users,) and ids.items.shape == (num_items,)
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise NcfError(f"{path}: its id maps do not fit its {num_users} users x {num_items} "
+                       "items; the file is damaged: retrain or copy it again")
+    return ids
 
 
 def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,

@@ -153,7 +153,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     }
     scores = {k: v for k, v in summary.items() if isinstance(v, float)}
     checkpoint.save(out / "model.pt", result.model, result.optimizer, cfg, cfg.epochs,
-                    split.num_users, split.num_items, scores)
+                    split.num_users, split.num_items, scores, split.ids)
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     print(f"test HR@10 {test_hr:.4f}  NDCG@10 {test_ndcg:.4f}  -> {out}/model.pt",
           file=sys.stderr)

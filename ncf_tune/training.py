@@ -24,7 +24,7 @@ from torch import nn
 from ncf_tune import checkpoint as ckpt
 from ncf_tune import mf_sgd
 from ncf_tune.config import TrainConfig
-from ncf_tune.data import EvalSet, Split
+from ncf_tune.data import EvalSet, IdMap, Split
 from ncf_tune.errors import NcfError
 from ncf_tune.metrics import hit_ratio_ndcg
 from ncf_tune.models import build
@@ -96,10 +96,11 @@ class TrainState:
     epoch: int
     num_users: int
     num_items: int
+    ids: IdMap | None = None  # the data's raw ids: every checkpoint carries them
 
     def save(self, path: str, metrics: dict[str, float] | None = None) -> None:
         ckpt.save(path, self.model, self.optimizer, self.config, self.epoch, self.num_users,
-                  self.num_items, metrics)
+                  self.num_items, metrics, self.ids)
 
 
 @dataclass
@@ -164,7 +165,8 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         res = EpochResult(0, math.nan, hr, ndcg, seconds, 0.0, 0.0, seconds)
         result.history.append(res)
         if on_epoch is not None:
-            on_epoch(res, TrainState(model, optimizer, cfg, 0, data.num_users, data.num_items))
+            on_epoch(res, TrainState(model, optimizer, cfg, 0, data.num_users, data.num_items,
+                                     data.ids))
     for epoch in range(start, cfg.epochs):
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks
@@ -179,7 +181,7 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         result.history.append(res)
         if on_epoch is not None:
             on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1, data.num_users,
-                                     data.num_items))
+                                     data.num_items, data.ids))
         if res.diverged:
             break
     return result

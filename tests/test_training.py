@@ -51,6 +51,9 @@ def test_resume_from_epoch_k_ends_with_the_same_weights(ratings_file, tmp_path, 
     full = training.fit(CFG, split, on_epoch=keep)
     ck = checkpoint.load(tmp_path / "epoch1.pt")
     assert ck.epoch == 1 and ck.optimizer_state is not None and ck.config == CFG
+    # What a trial saves carries the data's raw ids, so a search's best_model.pt has them.
+    assert ck.ids.fingerprint == split.ids.fingerprint and ck.ids.source == split.ids.source
+    assert torch.equal(ck.ids.users, split.ids.users) and len(ck.ids.items) == split.num_items
     resumed = training.fit(CFG, split, resume=ck)
     assert [r.epoch for r in resumed.history] == [2, 3]
     a, b = full.model.state_dict(), resumed.model.state_dict()
@@ -64,6 +67,7 @@ def test_checkpoint_round_trip(ratings_file, tmp_path):
     path = checkpoint.save(tmp_path / "m.pt", result.model, result.optimizer, CFG, 1,
                            split.num_users, split.num_items, {"ndcg": 0.5})
     ck = checkpoint.load(path, expect_model="neumf")
+    assert ck.ids is None  # saved without ids, as before they were kept: still loads
     assert ck.metrics == {"ndcg": 0.5} and (ck.num_users, ck.num_items) == (
         split.num_users, split.num_items)
     model = ck.model()
