@@ -7,6 +7,10 @@
 
 With `biases`, each model adds b_u + b_i to its logit (Rendle et al. 2020's MF has them).
 
+`item_scores(users)` gives every item's logit for each of `users` at once ([users x items],
+for recommendations and full-ranking evaluation): the same numbers as `forward` on every
+pair, but the embedding side of it is one matrix product, not a lookup per pair.
+
 Logits, not probabilities: the loss is BCEWithLogitsLoss, which is stable where a
 sigmoid followed by BCELoss (the notebook) saturates.
 
@@ -70,6 +74,14 @@ def _biases(num_users: int, num_items: int, on: bool) -> Biases | None:
     return Biases(num_users, num_items) if on else None
 
 
+def _plus_bias_matrix(logits: torch.Tensor, biases: Biases | None,
+                      users: torch.Tensor) -> torch.Tensor:
+    """[users x items] logits + b_u + b_i (the matrix form of `_plus_biases`)."""
+    if biases is None:
+        return logits
+    return logits + biases.user(users) + biases.item.weight.T
+
+
 def _plus_biases(logits: torch.Tensor, norms: torch.Tensor, biases: Biases | None,
                  users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if biases is None:
@@ -94,9 +106,23 @@ class Tower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for linear in self.linears:
-            x = F.relu(linear(x))
-            if self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
+            x = self._activate(linear(x))
+        return x
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        return F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
+
+    def pairs(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """forward([left_i ; right_j]) for every i and j: [len(left), len(right), out].
+        The first layer is linear, so it is applied to each side once and the halves
+        added per pair; only the later (narrower) layers run per pair."""
+        first = self.linears[0]
+        cut = left.shape[-1]
+        x = self._activate((left @ first.weight[:, :cut].T + first.bias)[:, None]
+                           + (right @ first.weight[:, cut:].T)[None])
+        for linear in self.linears[1:]:
+            x = self._activate(linear(x))
         return x
 
 
@@ -133,6 +159,11 @@ class GMF(nn.Module):
         x, norms = self.features(users, items)
         return _plus_biases(self.output(x).squeeze(-1), norms, self.biases, users, items)
 
+    def item_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """Every item's logit for each of `users`: [len(users), num_items]."""
+        p = self.user(users) * self.output.weight[0]  # h folded into the user side
+        return _plus_bias_matrix(p @ self.item.weight.T + self.output.bias, self.biases, users)
+
 
 class MLP(nn.Module):
     def __init__(self, num_users: int, num_items: int, layers: tuple[int, ...] = (64, 32, 16, 8),
@@ -157,6 +188,11 @@ class MLP(nn.Module):
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         x, norms = self.features(users, items)
         return _plus_biases(self.output(x).squeeze(-1), norms, self.biases, users, items)
+
+    def item_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """Every item's logit for each of `users`: [len(users), num_items]."""
+        x = self.tower.pairs(self.user(users), self.item.weight)
+        return _plus_bias_matrix(self.output(x).squeeze(-1), self.biases, users)
 
     @torch.no_grad()
     def embeddings_from(self, gmf: GMF) -> None:
@@ -187,6 +223,15 @@ class NeuMF(nn.Module):
         m, m_norms = self.mlp.features(users, items)
         logits = self.output(torch.cat([g, m], -1)).squeeze(-1)
         return _plus_biases(logits, g_norms + m_norms, self.biases, users, items)
+
+    def item_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """Every item's logit for each of `users`: [len(users), num_items]. The output
+        layer splits into the GMF half's h (a matrix product, as GMF's) and the MLP's."""
+        h = self.output.weight[0]
+        f = self.gmf.user.embedding_dim
+        gmf = (self.gmf.user(users) * h[:f]) @ self.gmf.item.weight.T
+        mlp = self.mlp.tower.pairs(self.mlp.user(users), self.mlp.item.weight) @ h[f:]
+        return _plus_bias_matrix(gmf + mlp + self.output.bias, self.biases, users)
 
     @torch.no_grad()
     def load_pretrained(self, gmfs: GMF | Sequence[GMF], mlps: MLP | Sequence[MLP],
@@ -250,6 +295,13 @@ def stacked_sizes(gmfs: Sequence[GMF], mlps: Sequence[MLP]) -> tuple[int, tuple[
         raise ValueError(f"MLP towers of different depths cannot be stacked: {towers}")
     return (sum(g.user.embedding_dim for g in gmfs),
             tuple(sum(sizes) for sizes in zip(*towers, strict=True)))
+
+
+def pair_width(model: nn.Module) -> int:
+    """Floats `item_scores` holds per (user, item) pair at its widest: a tower's first
+    layer, else 1. Callers size their chunks of users by it."""
+    tower = model.mlp.tower if isinstance(model, NeuMF) else getattr(model, "tower", None)
+    return tower.linears[0].out_features if isinstance(tower, Tower) else 1
 
 
 def build(model: str, num_users: int, num_items: int, factors: int,

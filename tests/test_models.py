@@ -220,3 +220,16 @@ def test_a_dot_product_gmf_keeps_h_at_ones_under_training_and_hands_it_to_neumf(
 def test_dot_product_is_a_gmf_setting():
     with pytest.raises(NcfError, match="dot_product is a GMF setting"):
         TrainConfig.from_dict({"model": "mlp", "dot_product": True})
+
+
+@pytest.mark.parametrize("model", [
+    GMF(NU, NI, 6, init_std=0.5, biases=True),
+    GMF(NU, NI, 6, init_std=0.5, dot_product=True),
+    MLP(NU, NI, (12, 6, 3), dropout=0.3, init_std=0.5, biases=True),
+    build("neumf", NU, NI, 5, (12, 6, 3), dropout=0.3, init_std=0.5, biases=True),
+], ids=["gmf+biases", "mf", "mlp+biases", "neumf+biases"])
+def test_item_scores_are_forward_on_every_pair(model):
+    trained(model).eval()  # biases and h not at their zeros and ones: each one counts
+    users = torch.tensor([3, 0, 7, 3])
+    pairs = model(users.repeat_interleave(NI), torch.arange(NI).repeat(len(users)))
+    torch.testing.assert_close(model.item_scores(users), pairs.view(len(users), NI))
