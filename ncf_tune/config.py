@@ -17,6 +17,7 @@ from ncf_tune.models import MODELS, NAMES
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
+EVALS = ("sampled", "full")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class TrainConfig:
     # the 2-core Xeon this was built on); on CPUs without bf16 units it is slower.
     precision: str = "fp32"  # fp32 | bf16
     alpha: float = 0.5  # NeuMF from pretrained GMF+MLP: weight of the GMF output (paper: 0.5)
+    # How each epoch's validation HR/NDCG@10 is measured, and so which epoch is best:
+    # "sampled", the paper's (the held-out item against 99 sampled negatives), or "full"
+    # (against every item the user never interacted with: what a deployed recommender
+    # faces; sampled figures can rank models differently, Krichene and Rendle 2020).
+    eval: str = "sampled"
     seed: int = 0  # fixes initialisation, negatives and batch order
     # Checkpoints to start from: NeuMF's GMF and MLP parts (several of each: NeuMF is built
     # from all of them side by side, see NeuMF.load_pretrained), or an MLP's embeddings
@@ -105,6 +111,8 @@ class TrainConfig:
             raise bad("lr_schedule", f"is not one of {', '.join(LR_SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"is not one of {', '.join(PRECISIONS)}")
+        if self.eval not in EVALS:
+            raise bad("eval", f"is not one of {', '.join(EVALS)}")
         if self.warmup_epochs < 0:
             raise bad("warmup_epochs", "must be >= 0")
         if self.schedule_epochs < 0:

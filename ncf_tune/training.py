@@ -1,7 +1,8 @@
 """The training engine: one `fit` loop for all three models.
 
 Each epoch: draw fresh negatives (sampling.py), shuffle once, train on slices of the
-shuffled tensors, score the validation set, hand the epoch's figures to `on_epoch`.
+shuffled tensors, score the validation set (the paper's sampled ranking, or full ranking:
+`TrainConfig.eval`), hand the epoch's figures to `on_epoch`.
 All data stays on the training device; there is no per-sample Dataset or DataLoader.
 
 Determinism: the epoch's negatives, batch order and dropout masks come from a
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import mf_sgd
+from ncf_tune import mf_sgd, ranking
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import EvalSet, IdMap, Split
 from ncf_tune.errors import NcfError
@@ -74,7 +75,7 @@ def learning_rate(cfg: TrainConfig, progress: float) -> float:
 class EpochResult:
     epoch: int  # 1-based: the number of epochs completed; 0: a pretrained NeuMF untrained
     loss: float  # mean training loss over the epoch's rows (NaN for epoch 0: none trained)
-    hr: float  # validation HR@10
+    hr: float  # validation HR@10 (sampled or full ranking: TrainConfig.eval)
     ndcg: float  # validation NDCG@10
     seconds: float  # wall time of the whole epoch
     sample_seconds: float
@@ -156,11 +157,11 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         optimizer.load_state_dict(resume.optimizer_state)
 
     sampler = NegativeSampler(data.train_users, data.train_items, data.num_items, device)
-    validation = to_device(data.validation, device)
+    validation = _validation(cfg, data, device)
     result = FitResult(model, optimizer)
     if resume is None and cfg.starts_pretrained:
         t0 = time.perf_counter()
-        hr, ndcg = evaluate(model, validation)
+        hr, ndcg = validation(model)
         seconds = time.perf_counter() - t0
         res = EpochResult(0, math.nan, hr, ndcg, seconds, 0.0, 0.0, seconds)
         result.history.append(res)
@@ -175,7 +176,7 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         t1 = time.perf_counter()
         loss = train_epoch(model, optimizer, rows, cfg, epoch, gen)
         t2 = time.perf_counter()
-        hr, ndcg = evaluate(model, validation)
+        hr, ndcg = validation(model)
         t3 = time.perf_counter()
         res = EpochResult(epoch + 1, loss, hr, ndcg, t3 - t0, t1 - t0, t2 - t1, t3 - t2)
         result.history.append(res)
@@ -224,6 +225,15 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     return (total / len(users)).item()
 
 
+def _validation(cfg: TrainConfig, data: Split, device: torch.device | str
+                ) -> Callable[[nn.Module], tuple[float, float]]:
+    """The per-epoch validation score, set up once: sampled or full ranking."""
+    if cfg.eval == "full":
+        return ranking.FullRanking(data, "validation", device)
+    validation = to_device(data.validation, device)
+    return lambda model: evaluate(model, validation)
+
+
 def to_device(eval_set: EvalSet, device: torch.device | str) -> EvalSet:
     return EvalSet(eval_set.users.to(device), eval_set.candidates.to(device))
 
@@ -246,3 +256,12 @@ def evaluate(model: nn.Module, eval_set: EvalSet, k: int = TOP_K,
     if not scores:
         return 0.0, 0.0
     return hit_ratio_ndcg(torch.cat(scores), k)
+
+
+def evaluate_full(model: nn.Module, split: Split, which: str = "test",
+                  device: torch.device | str = "cpu") -> tuple[float, float]:
+    """Full-ranking HR@10 and NDCG@10 of `model` on the split's "validation" or "test"
+    users: each held-out item ranked against every item the user never interacted with
+    (for the test item, the validation item is left out too: a known positive). See
+    ranking.py. `model` must already be on `device`."""
+    return ranking.FullRanking(split, which, device)(model, TOP_K)

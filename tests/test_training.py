@@ -210,3 +210,14 @@ def test_anything_but_plain_mf_with_plain_sgd_goes_through_autograd(change):
     assert not mf_sgd.applies(model, cfg)
     assert not mf_sgd.applies(models.build("mlp", 5, 5, 8, (16, 8), 0.0, 0.1, True, False),
                               MF_SGD.replace(model="mlp", dot_product=False))
+
+
+def test_eval_full_scores_each_epoch_by_full_ranking(ratings_file):
+    split = tiny_split(ratings_file)
+    sampled = training.fit(CFG.replace(epochs=1), split)
+    full = training.fit(CFG.replace(epochs=1, eval="full"), split)
+    want = training.evaluate_full(full.model, split, "validation")
+    assert (full.history[0].hr, full.history[0].ndcg) == want
+    assert want != (sampled.history[0].hr, sampled.history[0].ndcg)  # it is another metric
+    with pytest.raises(NcfError, match="eval='all' is not one of sampled, full"):
+        TrainConfig.from_dict({"eval": "all"})
