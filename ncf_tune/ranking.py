@@ -2,9 +2,11 @@
 
 A model's `item_scores` gives a [users x items] block of logits. Users go in chunks so
 that a block, and a tower's [users x items x width] activations, stay within
-`max_elements` floats. Items a user must not be offered (what the user has seen; in an
-evaluation, the user's other known positives) are masked with -inf through an `ItemSets`
-built once per list of users, so a chunk's mask is a slice, never a loop over users.
+`max_elements` floats: on a CPU blocks that stay in its caches are fastest (ML-1M, one
+core, MLP-64: 3.2 s at 2^20 floats a block, 9.2 s at 2^24); a GPU wants big ones.
+Items a user must not be offered (what the user has seen; in an evaluation, the user's
+other known positives) are masked with -inf through an `ItemSets` built once per list
+of users, so a chunk's mask is a slice, never a loop over users.
 
 Full ranking (Krichene and Rendle, KDD 2020): the held-out item is ranked against every
 item the user never interacted with, instead of against 99 sampled ones. For the
@@ -25,7 +27,10 @@ from ncf_tune import metrics
 from ncf_tune.data import Split
 from ncf_tune.models import pair_width
 
-MAX_ELEMENTS = 1 << 24  # floats per chunk (64 MB in fp32): big blocks, bounded memory
+
+def max_elements_for(device: torch.device) -> int:
+    """Floats per chunk: 4 MB blocks on a CPU, 64 MB on a GPU."""
+    return 1 << 24 if device.type == "cuda" else 1 << 20
 
 
 class ItemSets:
@@ -54,9 +59,10 @@ class ItemSets:
 
 
 def chunks(model: nn.Module, users: torch.Tensor, num_items: int,
-           max_elements: int = MAX_ELEMENTS) -> Iterator[tuple[int, torch.Tensor]]:
+           max_elements: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, every item's logit for users[start:start + n]) for consecutive chunks of
     `users`, in eval mode, without gradients. The model is left in the mode it was in."""
+    max_elements = max_elements or max_elements_for(users.device)
     step = max(1, max_elements // (num_items * pair_width(model)))
     was_training = model.training
     model.eval()
@@ -69,7 +75,7 @@ def chunks(model: nn.Module, users: torch.Tensor, num_items: int,
 
 
 def top_k(model: nn.Module, users: torch.Tensor, num_items: int, k: int,
-          exclude: ItemSets | None = None, max_elements: int = MAX_ELEMENTS
+          exclude: ItemSets | None = None, max_elements: int | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best items for each of `users`, best first, not among `exclude`'s:
     (items [n, k] int64, logits [n, k]). Where a user has fewer than k items left, the
@@ -110,7 +116,7 @@ class FullRanking:
             split.num_users,
         )
 
-    def ranks(self, model: nn.Module, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
+    def ranks(self, model: nn.Module, max_elements: int | None = None) -> torch.Tensor:
         """Each user's held-out item's 0-based rank among the items it is ranked against:
         [users] int64. Ties and NaN count against the held-out item, as in metrics.py."""
         ranks = []
