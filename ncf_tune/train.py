@@ -5,8 +5,13 @@
 
 Settings come from TrainConfig's defaults, then the --config YAML (same keys as the
 options, with underscores), then the options given on the command line. Prints a line
-per epoch, writes TensorBoard scalars and the final checkpoint (model.pt) under --out,
-scores the test set once at the end, and with --json ends with one JSON line.
+per epoch, writes TensorBoard scalars and a checkpoint (model.pt) under --out, scores
+the test set once at the end, and with --json ends with one JSON line.
+
+model.pt holds the epoch with the best validation NDCG@10 (`--keep best`, the default,
+as Keras' restore_best_weights), or the last one (`--keep last`); the test set scores
+that epoch, and the JSON line names it. `--eval full` scores validation and test by full
+ranking instead of the paper's 99 sampled negatives (see ranking.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +28,13 @@ import torch
 
 from ncf_tune import checkpoint, data, training
 from ncf_tune.cli import Parser, guarded, non_negative_float, positive_float, positive_int
-from ncf_tune.config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
+from ncf_tune.config import EVALS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import read_yaml_mapping, write_text_atomic
 from ncf_tune.models import MODELS
 
-RUN_KEYS = ("data", "device", "out", "threads")  # settings of the run, not of the model
+RUN_KEYS = ("data", "device", "out", "threads", "keep")  # settings of the run, not the model
+KEEPS = ("best", "last")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast for training")
     p.add_argument("--alpha", type=non_negative_float, help="NeuMF: GMF share of the output")
     p.add_argument("--seed", type=int)
+    p.add_argument("--eval", choices=EVALS, help="validation and test HR/NDCG@10: the paper's "
+                   "99 sampled negatives, or full ranking against every unseen item "
+                   "(default sampled)")
+    p.add_argument("--keep", choices=KEEPS, help="which epoch model.pt holds and the test set "
+                   "scores: the best by validation NDCG@10, or the last (default best)")
     p.add_argument("--pretrain-gmf", nargs="+", metavar="PATH",
                    help="GMF checkpoint(s) (NeuMF, side by side; or one for MLP embeddings)")
     p.add_argument("--pretrain-mlp", nargs="+", metavar="PATH",
@@ -91,7 +103,7 @@ def settings(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
     given.pop("json", None)
     given.pop("resume", None)
     merged.update(given)
-    run = {"data": "ml-1m", "device": "auto", "out": None, "threads": None}
+    run = {"data": "ml-1m", "device": "auto", "out": None, "threads": None, "keep": "best"}
     for key in RUN_KEYS:
         if key in merged:
             run[key] = merged.pop(key)
@@ -99,9 +111,35 @@ def settings(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
         raise NcfError(f"{where}: threads={threads!r} is not a positive integer")
+    if run["keep"] not in KEEPS:
+        raise NcfError(f"{where}: keep={run['keep']!r} is not one of {', '.join(KEEPS)}")
     cfg = TrainConfig.from_dict(merged, where=where)
     run["out"] = Path(run["out"] or f"runs/{cfg.model}")
     return cfg, run
+
+
+@dataclass
+class Kept:
+    """The epoch model.pt will hold, its validation figures and (--keep best) a CPU copy
+    of its weights and optimiser state, taken when it ran: cheap, and nothing is
+    retrained or reloaded from disk at the end."""
+
+    epoch: int
+    hr: float | None
+    ndcg: float | None
+    model_state: dict[str, Any] | None = None
+    optimizer_state: dict[str, Any] | None = None
+
+
+def _cpu_copy(value: Any) -> Any:
+    """A state dict's tensors copied to the CPU (nested dicts and lists followed)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -112,11 +150,17 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(run_settings["threads"])
     device = training.choose_device(str(run_settings["device"]))
     out: Path = run_settings["out"]
+    keep_best = run_settings["keep"] == "best"
     resume = checkpoint.load(args.resume, expect_model=cfg.model) if "resume" in args else None
     started = time.perf_counter()
     split = data.prepare(str(run_settings["data"]), seed=cfg.seed)
     for note in split.notes:
         print(f"data: {note}", file=sys.stderr)
+    kept = None
+    if resume is not None:
+        m = resume.metrics  # model.pt's keys are val_*, a search trial's hr/ndcg
+        kept = Kept(resume.epoch, m.get("val_hr", m.get("hr")), m.get("val_ndcg", m.get("ndcg")),
+                    resume.model_state, resume.optimizer_state)
 
     from tensorboardX import SummaryWriter  # imported late: a second or so of import time
 
@@ -124,6 +168,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     writer = SummaryWriter(str(out))
 
     def on_epoch(res: training.EpochResult, state: training.TrainState) -> None:
+        nonlocal kept
         loss = f"{res.loss:.4f}" if res.epoch > 0 else "     -"  # epoch 0: nothing trained
         print(f"epoch {res.epoch:3d}/{cfg.epochs}  loss {loss}  val HR@10 {res.hr:.4f}"
               f"  NDCG@10 {res.ndcg:.4f}  {res.seconds:.1f}s", flush=True)
@@ -132,6 +177,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         writer.add_scalar("validation/HR@10", res.hr, res.epoch)
         writer.add_scalar("validation/NDCG@10", res.ndcg, res.epoch)
         writer.add_scalar("time/epoch_seconds", res.seconds, res.epoch)
+        if not keep_best:
+            kept = Kept(res.epoch, res.hr, res.ndcg)
+        elif not res.diverged and (kept is None or kept.ndcg is None or res.ndcg > kept.ndcg):
+            kept = Kept(res.epoch, res.hr, res.ndcg, _cpu_copy(state.model.state_dict()),
+                        _cpu_copy(state.optimizer.state_dict()))
 
     try:
         result = training.fit(cfg, split, device, on_epoch=on_epoch, resume=resume)
@@ -140,23 +190,33 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if result.diverged:
         raise NcfError(f"training diverged at epoch {result.history[-1].epoch} (loss is "
                        f"{result.history[-1].loss}); lower --lr or raise --l2")
-    test_hr, test_ndcg = training.evaluate(result.model, training.to_device(split.test, device))
-    last = result.history[-1] if result.history else None
+    assert kept is not None  # fit ran an epoch, or resumed from one
+    if kept.model_state is not None:  # --keep best: that epoch's weights back in
+        result.model.load_state_dict(kept.model_state)
+        if kept.optimizer_state is not None:
+            result.optimizer.load_state_dict(kept.optimizer_state)
+    if cfg.eval == "full":
+        test_hr, test_ndcg = training.evaluate_full(result.model, split, "test", device)
+    else:
+        test_hr, test_ndcg = training.evaluate(result.model,
+                                               training.to_device(split.test, device))
     summary = {
         "model": cfg.model,
         "epochs": cfg.epochs,
-        "val_hr": last.hr if last else None,
-        "val_ndcg": last.ndcg if last else None,
+        "epoch": kept.epoch,  # the epoch model.pt holds and the test set scored
+        "eval": cfg.eval,
+        "val_hr": kept.hr,
+        "val_ndcg": kept.ndcg,
         "test_hr": test_hr,
         "test_ndcg": test_ndcg,
         "seconds": round(time.perf_counter() - started, 3),
     }
     scores = {k: v for k, v in summary.items() if isinstance(v, float)}
-    checkpoint.save(out / "model.pt", result.model, result.optimizer, cfg, cfg.epochs,
+    checkpoint.save(out / "model.pt", result.model, result.optimizer, cfg, kept.epoch,
                     split.num_users, split.num_items, scores, split.ids)
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    print(f"test HR@10 {test_hr:.4f}  NDCG@10 {test_ndcg:.4f}  -> {out}/model.pt",
-          file=sys.stderr)
+    print(f"test HR@10 {test_hr:.4f}  NDCG@10 {test_ndcg:.4f} ({cfg.eval}, epoch {kept.epoch})"
+          f"  -> {out}/model.pt", file=sys.stderr)
     return summary
 
 

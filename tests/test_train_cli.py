@@ -30,12 +30,12 @@ def test_train_end_to_end_writes_checkpoint_events_and_json(ratings_file, tmp_pa
     lines = p.stdout.strip().splitlines()
     assert lines[0].startswith("epoch   1/2  loss") and "val HR@10" in lines[0]
     summary = json.loads(lines[-1])
-    assert set(summary) == {"model", "epochs", "val_hr", "val_ndcg", "test_hr", "test_ndcg",
-                            "seconds"}
-    assert summary["model"] == "gmf" and summary["epochs"] == 2
+    assert set(summary) == {"model", "epochs", "epoch", "eval", "val_hr", "val_ndcg", "test_hr",
+                            "test_ndcg", "seconds"}
+    assert summary["model"] == "gmf" and summary["epochs"] == 2 and summary["eval"] == "sampled"
     assert 0 <= summary["test_hr"] <= 1
     ck = checkpoint.load(out / "model.pt")
-    assert ck.config.factors == 4 and ck.epoch == 2
+    assert ck.config.factors == 4 and ck.epoch == summary["epoch"]
     assert list(out.glob("events.out.tfevents.*"))
     assert json.loads((out / "metrics.json").read_text()) == summary
 
@@ -154,3 +154,41 @@ def test_threads_from_the_command_line_or_a_config_set_torch_threads(ratings_fil
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_keep_best_holds_and_scores_the_best_validation_epoch(ratings_file, tmp_path):
+    common = ["--model", "gmf", "--data", str(ratings_file), "--factors", "8", "--lr", "0.05",
+              "--batch-size", "64"]
+    best = train_cli.run([*common, "--epochs", "5", "--out", str(tmp_path / "best")])
+    last = train_cli.run([*common, "--epochs", "5", "--keep", "last",
+                          "--out", str(tmp_path / "last")])
+    assert last["epoch"] == 5 and best["epoch"] < 5  # this run peaks early: best is not last
+    assert best["val_ndcg"] > last["val_ndcg"]
+    split = data.prepare(str(ratings_file))
+    for summary, out in ((best, "best"), (last, "last")):
+        ck = checkpoint.load(tmp_path / out / "model.pt")
+        assert ck.epoch == summary["epoch"]
+        assert training.evaluate(ck.model(), split.validation) == (summary["val_hr"],
+                                                                   summary["val_ndcg"])
+        assert training.evaluate(ck.model(), split.test) == (summary["test_hr"],
+                                                             summary["test_ndcg"])
+    # The kept weights are exactly a shorter run's, and so is the optimiser state kept
+    # with them: resuming from them ends where the uninterrupted run ended.
+    short = train_cli.run([*common, "--epochs", str(best["epoch"]), "--out", str(tmp_path / "s"),
+                           "--keep", "last"])
+    assert short["test_ndcg"] == best["test_ndcg"]
+    resumed = train_cli.run([*common, "--epochs", "5", "--keep", "last", "--resume",
+                             str(tmp_path / "best" / "model.pt"), "--out", str(tmp_path / "r")])
+    assert resumed["test_ndcg"] == last["test_ndcg"]
+
+
+def test_eval_full_scores_validation_and_test_by_full_ranking(ratings_file, tmp_path):
+    summary = train_cli.run(["--model", "gmf", "--data", str(ratings_file), "--factors", "4",
+                             "--epochs", "2", "--eval", "full", "--out", str(tmp_path / "o")])
+    assert summary["eval"] == "full"
+    split = data.prepare(str(ratings_file))
+    model = checkpoint.load(tmp_path / "o" / "model.pt").model()
+    assert training.evaluate_full(model, split, "validation") == (summary["val_hr"],
+                                                                  summary["val_ndcg"])
+    assert training.evaluate_full(model, split, "test") == (summary["test_hr"],
+                                                            summary["test_ndcg"])
