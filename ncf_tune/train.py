@@ -142,6 +142,38 @@ def _cpu_copy(value: Any) -> Any:
     return value
 
 
+def check_resume(cfg: TrainConfig, ck: checkpoint.Checkpoint, path: str,
+                 split: data.Split) -> None:
+    """Refuse to continue `ck` with other training settings or other data: the epochs
+    after it would silently mix two recipes. `epochs` may grow (not shrink below the
+    checkpoint's); run settings (threads, device, out, keep) are free."""
+    def training_keys(c: TrainConfig) -> dict[str, Any]:
+        keys = c.to_dict()
+        del keys["epochs"]
+        # A cosine decay ends at schedule_epochs, else at epochs: compare where it ends,
+        # so growing epochs with the end kept (--schedule-epochs) is the same recipe.
+        keys["schedule_epochs"] = ((c.schedule_epochs or c.epochs)
+                                   if c.lr_schedule == "cosine" else None)
+        return keys
+
+    if cfg.epochs < ck.epoch:
+        raise NcfError(f"--resume {path}: it has trained {ck.epoch} epochs, more than "
+                       f"--epochs {cfg.epochs}; raise --epochs")
+    old, new = training_keys(ck.config), training_keys(cfg)
+    differ = [f"{k} {old[k]!r} there, {new[k]!r} here" for k in old if old[k] != new[k]]
+    if differ:
+        raise NcfError(f"--resume {path}: trained with other settings ({'; '.join(differ)}); "
+                       "resume with the checkpoint's settings or train without --resume")
+    if ck.ids is not None and split.ids is not None \
+            and ck.ids.fingerprint != split.ids.fingerprint:
+        raise NcfError(f"--resume {path}: trained on other data ({ck.ids.source}); pass "
+                       "--data with the data it was trained on")
+    if (ck.num_users, ck.num_items) != (split.num_users, split.num_items):
+        raise NcfError(f"--resume {path}: trained on {ck.num_users} users x {ck.num_items} "
+                       f"items, the data has {split.num_users} x {split.num_items}; pass "
+                       "--data with the data it was trained on")
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse `argv`, train, and return the results the --json line prints."""
     args = parser().parse_args(argv)
@@ -154,6 +186,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     resume = checkpoint.load(args.resume, expect_model=cfg.model) if "resume" in args else None
     started = time.perf_counter()
     split = data.prepare(str(run_settings["data"]), seed=cfg.seed)
+    if resume is not None:
+        check_resume(cfg, resume, args.resume, split)
     for note in split.notes:
         print(f"data: {note}", file=sys.stderr)
     kept = None

@@ -192,3 +192,30 @@ def test_eval_full_scores_validation_and_test_by_full_ranking(ratings_file, tmp_
                                                                   summary["val_ndcg"])
     assert training.evaluate_full(model, split, "test") == (summary["test_hr"],
                                                             summary["test_ndcg"])
+
+
+def test_resume_refuses_other_settings_naming_both_values(ratings_file, tmp_path, capsys):
+    common = ["--model", "gmf", "--data", str(ratings_file), "--factors", "4",
+              "--lr-schedule", "cosine", "--out", str(tmp_path / "o")]
+    train_cli.run([*common, "--epochs", "2"])
+    capsys.readouterr()
+    ckpt = str(tmp_path / "o" / "model.pt")
+    other = tmp_path / "other.dat"
+    other.write_text(ratings_file.read_text().replace("::5::", "::0::"))  # fewer interactions
+    for args, expect in [
+        (["--epochs", "2", "--lr", "0.01"], "(lr 0.001 there, 0.01 here)"),
+        (["--epochs", "2", "--factors", "8", "--seed", "1"],
+         "(factors 4 there, 8 here; seed 0 there, 1 here)"),
+        # Growing epochs moves the end of a cosine decay: the steps already taken
+        # followed another schedule.
+        (["--epochs", "3"], "(schedule_epochs 2 there, 3 here)"),
+        (["--epochs", "1"], "it has trained 2 epochs, more than --epochs 1"),
+        (["--epochs", "2", "--data", str(other)], "trained on other data"),
+    ]:
+        assert train_cli.main([*common, *args, "--resume", ckpt]) == 2
+        err = capsys.readouterr().err
+        assert expect in err and err.startswith(f"error: --resume {ckpt}: "), err
+        assert len(err.strip().splitlines()) == 1
+    # Growing epochs with the decay's end kept is the same recipe: it runs.
+    assert train_cli.main([*common, "--epochs", "3", "--schedule-epochs", "2",
+                           "--resume", ckpt]) == 0
