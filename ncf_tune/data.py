@@ -39,6 +39,7 @@ from ncf_tune.errors import NcfError
 
 EVAL_NEGATIVES = 99  # the paper's protocol: 1 positive + 99 negatives per user
 MIN_ITEMS = EVAL_NEGATIVES + 1
+MIN_INTERACTIONS = 3  # per user, to split: one to train on, one validation, one test
 
 
 # --------------------------------------------------------------------------- sources
@@ -514,10 +515,11 @@ def split(data: Interactions, seed: int = 0) -> Split:
     all_keys = _unique(data.users * data.num_items + data.items)
 
     if data.fixed_test is None:
-        keep = counts[users] >= 3  # one train, one validation, one test interaction
-        dropped = int(((counts > 0) & (counts < 3)).sum())
+        keep = counts[users] >= MIN_INTERACTIONS
+        dropped = int(((counts > 0) & (counts < MIN_INTERACTIONS)).sum())
         if dropped:
-            notes.append(f"{dropped} users with fewer than 3 interactions dropped")
+            notes.append(f"{dropped} users with fewer than {MIN_INTERACTIONS} interactions "
+                         "dropped")
         test_rows = keep & (from_end == 0)
         val_rows = keep & (from_end == 1)
         train_rows = keep & (from_end > 1)
@@ -548,6 +550,15 @@ def split(data: Interactions, seed: int = 0) -> Split:
         notes=tuple(notes),
         ids=IdMap.of(data),
     )
+
+
+def untrained_users(data: Interactions) -> np.ndarray:
+    """[num_users] bool: the users `split` gives no training rows (too few interactions
+    to hold items out, or only a fixed test item), so a model knows nothing of them."""
+    counts = np.bincount(data.users, minlength=data.num_users)
+    if data.fixed_test is None:
+        return counts < MIN_INTERACTIONS
+    return counts == 0
 
 
 def prepare(source: str | os.PathLike, seed: int = 0) -> Split:
