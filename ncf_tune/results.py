@@ -6,7 +6,9 @@
                                from keeps a few, for `pretrain_top`)
     <stage>/trials.csv         one row per trial: status, best epoch, validation HR/NDCG, config
     <stage>/summary.json       the winner, its validation and test scores, the stage's key
-    report.md                  a table per stage
+    report.md                  a table per stage; with figures (figures.py): each stage's
+                               trial curves and hyperparameter plots, PNGs beside it, and
+                               a table of hyperparameter importance
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import csv
 import io
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,15 @@ class StageSummary:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
+@dataclass(frozen=True)
+class StageFigures:
+    """What the report shows of a stage besides its table (made by figures.for_stage)."""
+
+    images: list[Path] = field(default_factory=list)  # PNGs, in the report's folder or below
+    importance: dict[str, float] = field(default_factory=dict)  # param: share, largest first
+    note: str = ""  # why importance (or a figure) is missing, when it is
+
+
 def stage_dir(experiment_dir: Path, stage: str) -> Path:
     return experiment_dir / stage
 
@@ -142,9 +154,11 @@ def best_stage(summaries: list[StageSummary]) -> StageSummary:
 
 
 def write_report(experiment_dir: Path, summaries: list[StageSummary],
-                 budget: str | None = None) -> Path:
+                 budget: str | None = None,
+                 figures: Mapping[str, StageFigures] | None = None) -> Path:
     """report.md: the chain's best model first, then a section per stage. budget: the
-    chain's --time-budget as the user gave it, if any."""
+    chain's --time-budget as the user gave it, if any. figures: by stage name, a stage's
+    figures (linked relative to the report) and hyperparameter importance."""
     best = best_stage(summaries)
     metric = best.metric
     lines = [f"# {experiment_dir.name}", "",
@@ -172,7 +186,28 @@ def write_report(experiment_dir: Path, summaries: list[StageSummary],
             "Winner (`best_config.yaml`): " + ", ".join(
                 f"{k}={v}" for k, v in s.best_config.items() if k in s.shown), "",
         ]
+        lines += _figure_lines(experiment_dir, s, (figures or {}).get(s.stage))
     return write_text_atomic(experiment_dir / "report.md", "\n".join(lines))
+
+
+def _figure_lines(experiment_dir: Path, s: StageSummary, fig: StageFigures | None) -> list[str]:
+    if fig is None:
+        return []
+    lines = []
+    for image in fig.images:
+        link = image.relative_to(experiment_dir) if image.is_relative_to(experiment_dir) \
+            else image
+        lines += [f"![{s.stage}: {image.stem.replace('_', ' ')}]({link.as_posix()})", ""]
+    if fig.importance:
+        lines += [f"Hyperparameter importance for validation {s.metric.upper()}@10 (PED-ANOVA "
+                  "over the stage's trials: how much each sets the best trials apart; the "
+                  "shares add up to 1):", "",
+                  "| hyperparameter | importance |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in fig.importance.items()]
+        lines.append("")
+    if fig.note:
+        lines += [f"*{fig.note}*", ""]
+    return lines
 
 
 def _fmt(x: float | None) -> str:
