@@ -2,8 +2,10 @@
 
 One direction, no back and forth:
 
-    load(source)         -> Interactions  contiguous int ids, implicit feedback
-    split(interactions)  -> Split         train tensors + validation/test candidate sets
+    load(source)         -> Interactions  contiguous int ids (the raw ids kept beside),
+                                          implicit feedback, a fingerprint of the content
+    split(interactions)  -> Split         train tensors + validation/test candidate sets,
+                                          and the IdMap every checkpoint carries
     prepare(source)      =  split(load(source))
 
 Sources (`load`):
