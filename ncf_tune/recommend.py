@@ -73,7 +73,9 @@ def recommend(ck: checkpoint.Checkpoint, inter: data.Interactions, users: np.nda
     `ck`, which must have been trained on `inter`. Scored in chunks of users x all items
     on `device`; raises NcfError for an unknown user id."""
     ids = ck.ids
-    assert ids is not None
+    if ids is None or ids.fingerprint != inter.fingerprint:
+        raise NcfError(f"{inter.source}: the checkpoint carries no ids or was trained on other "
+                       "data; load both with load_for_recommending, which says which")
     device = torch.device(device)
     rows = (np.arange(inter.num_users) if users is None
             else _user_rows(inter, pd.unique(np.asarray(users, dtype=np.int64))))
