@@ -1,7 +1,8 @@
 """The report's figures (PNG, matplotlib) and hyperparameter importance, per stage.
 
     <stage>_curves.png   every trial's validation metric by epoch; a line ends where the
-                         trial ended, with an x where ASHA stopped it early
+                         trial ended, with an x where it was stopped early (by ASHA
+                         or by the time budget)
     <stage>_params.png   each searched hyperparameter against the trial's best score (a
                          log axis for log-scale ones, a categorical one for choices)
     importance           optuna.importance.get_param_importances over the stage's
@@ -35,6 +36,7 @@ from ncf_tune.results import StageFigures, TrialRow
 SCALES = {"log": "log", "loguniform": "log", "linear": "linear", "uniform": "linear",
           "randint": "linear", "qrandint": "linear", "choice": "choice"}
 WINNER, COMPLETED, STOPPED = "tab:red", "tab:blue", "tab:gray"
+STOPPED_EARLY = ("stopped early (ASHA)", "cut by the time budget")  # results.STATUSES
 
 
 def for_stage(folder: Path, stage: str, metric: str, curves: Mapping[str, pd.DataFrame],
@@ -187,7 +189,7 @@ def _curves(stage: str, metric: str, curves: Mapping[str, pd.DataFrame],
         if df is None or df.empty or metric not in df:
             continue
         df = df.sort_values("epoch")
-        stopped = status.get(trial_id) == "stopped early (ASHA)"
+        stopped = status.get(trial_id) in STOPPED_EARLY
         color = WINNER if trial_id == winner else STOPPED if stopped else COMPLETED
         ax.plot(df["epoch"], df[metric], color=color, alpha=1.0 if trial_id == winner else 0.5,
                 linewidth=2.0 if trial_id == winner else 1.0)
@@ -199,7 +201,7 @@ def _curves(stage: str, metric: str, curves: Mapping[str, pd.DataFrame],
     ax.grid(alpha=0.3)
     ax.legend(handles=[Line2D([], [], color=WINNER, linewidth=2, label="winner"),
                        Line2D([], [], color=COMPLETED, label="ran all its epochs"),
-                       Line2D([], [], color=STOPPED, marker="x", label="stopped by ASHA")],
+                       Line2D([], [], color=STOPPED, marker="x", label="stopped early")],
               loc="lower right", fontsize="small")
     return fig
 
@@ -213,7 +215,7 @@ def _params(stage: str, metric: str, rows: Sequence[TrialRow], scales: dict[str,
     axes = fig.subplots(nrows, cols, squeeze=False).ravel()
     for ax, (param, scale) in zip(axes, scales.items(), strict=False):
         points = [(r.config.get(param), v, WINNER if r.trial_id == winner else STOPPED
-                   if r.status == "stopped early (ASHA)" else COMPLETED)
+                   if r.status in STOPPED_EARLY else COMPLETED)
                   for r, v in scored if r.config.get(param) is not None]
         if scale == "choice":
             order = _choice_order([p for p, _, _ in points])
@@ -232,7 +234,7 @@ def _params(stage: str, metric: str, rows: Sequence[TrialRow], scales: dict[str,
     for ax in axes[len(scales):]:
         ax.set_visible(False)
     fig.suptitle(f"{stage}: each trial's best validation {metric.upper()}@10 "
-                 "(red: the winner, grey: stopped by ASHA)")
+                 "(red: the winner, grey: stopped early)")
     return fig
 
 
