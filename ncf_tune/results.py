@@ -79,6 +79,15 @@ class StageSummary:
     keep_top: int = 1
     budget_s: float | None = None  # the stage's share of --time-budget, None without one
     trial_epochs: int = 0  # epochs trained by all its trials together
+    # The winner's test scores by full ranking (against every item the user has not
+    # interacted with); test_hr/test_ndcg are the paper's sampled ones. eval: which
+    # protocol the validation scores (and so the choice of winner) used.
+    test_full_hr: float | None = None
+    test_full_ndcg: float | None = None
+    eval: str = "sampled"
+    figures: list[str] = field(default_factory=list)  # PNGs, relative to the experiment
+    importance: dict[str, float] = field(default_factory=dict)  # param: share
+    figures_note: str = ""  # why importance or a figure is missing, when it is
 
     @property
     def shown(self) -> list[str]:
@@ -181,13 +190,25 @@ def write_report(experiment_dir: Path, summaries: list[StageSummary],
             f"{s.data} ({s.data_fingerprint}); chosen by validation {s.metric.upper()}@10; "
             f"{s.wall_seconds:.0f} s wall{budget_note}.", "",
             "| | HR@10 | NDCG@10 |", "|---|---|---|",
-            f"| validation (epoch {s.best_epoch}) | {s.val_hr:.4f} | {s.val_ndcg:.4f} |",
-            f"| test (scored once) | {s.test_hr:.4f} | {s.test_ndcg:.4f} |", "",
+            f"| validation (epoch {s.best_epoch}, {s.eval}) | {s.val_hr:.4f} | "
+            f"{s.val_ndcg:.4f} |",
+            f"| test (scored once), 99 sampled negatives | {s.test_hr:.4f} | "
+            f"{s.test_ndcg:.4f} |",
+            *([f"| test (scored once), full ranking | {s.test_full_hr:.4f} | "
+               f"{s.test_full_ndcg:.4f} |"] if s.test_full_hr is not None else []), "",
             "Winner (`best_config.yaml`): " + ", ".join(
                 f"{k}={v}" for k, v in s.best_config.items() if k in s.shown), "",
         ]
-        lines += _figure_lines(experiment_dir, s, (figures or {}).get(s.stage))
+        lines += _figure_lines(experiment_dir, s, (figures or {}).get(s.stage)
+                               or _summary_figures(experiment_dir, s))
     return write_text_atomic(experiment_dir / "report.md", "\n".join(lines))
+
+
+def _summary_figures(experiment_dir: Path, s: StageSummary) -> StageFigures | None:
+    """The figures a stage's summary lists (drawn when it ran; a reused stage's too)."""
+    if not (s.figures or s.importance or s.figures_note):
+        return None
+    return StageFigures([experiment_dir / f for f in s.figures], s.importance, s.figures_note)
 
 
 def _figure_lines(experiment_dir: Path, s: StageSummary, fig: StageFigures | None) -> list[str]:

@@ -18,6 +18,7 @@
     max_concurrent: 4                  # trials at once (default: as many as fit)
     budget_share: 0.3                  # this stage's share of --time-budget (default 1)
     metric: ndcg                       # validation ndcg | hr (@10), higher is better
+    eval: sampled                      # sampled (99 negatives, the paper's) | full ranking
     resources: {cpu: 1, gpu: 0.25}     # per trial; gpu 0.25 = four trials per GPU;
                                        # gpu left out: 0 (CPU trials, one per core)
     searcher: {seed: 0, n_startup_trials: 5, points_to_evaluate: [{lr: 0.001}]}
@@ -49,7 +50,7 @@ from ncf_tune.models import MODELS, NAMES
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "qrandint", "choice")
 METRICS = ("ndcg", "hr")
 # Keys a stage may not set in params: the stage sets them itself.
-STAGE_OWNED = ("model", "epochs", "pretrain_gmf", "pretrain_mlp")
+STAGE_OWNED = ("model", "epochs", "pretrain_gmf", "pretrain_mlp", "eval")
 # A pretrained NeuMF takes these from its GMF/MLP winners (its weights must fit them).
 # biases: NeuMF has them when either winner has (a winner without counts as zero biases).
 INHERITED = {"gmf": ("factors", "biases"), "mlp": ("layers", "biases")}
@@ -147,6 +148,9 @@ class Stage:
     # is one NeuMF: NeuMF.load_pretrained); 1 is the paper's pretraining.
     pretrain_top: int = 1
     max_concurrent: int | None = None  # trials at once; None: as many as resources allow
+    # How validation ranks each held-out item, which picks the winner: against 99 sampled
+    # negatives (the paper's protocol) or against every unseen item ("full").
+    eval: str = "sampled"
     budget_share: float = 1.0  # weight of this stage in splitting a --time-budget
 
     @property
@@ -221,6 +225,8 @@ class Stage:
             spec["pretrain_top"] = self.pretrain_top
         if self.max_concurrent is not None:
             spec["max_concurrent"] = self.max_concurrent
+        if self.eval != "sampled":
+            spec["eval"] = self.eval
         if budget is not None:
             spec["time_budget"] = list(budget)
         text = json.dumps(spec, sort_keys=True, default=str)
@@ -228,8 +234,8 @@ class Stage:
 
 
 TOP_KEYS = ("name", "model", "data", "seed", "pretrain", "pretrain_top", "params",
-            "num_samples", "max_epochs", "max_concurrent", "budget_share", "metric", "mode",
-            "resources", "searcher", "scheduler")
+            "num_samples", "max_epochs", "max_concurrent", "budget_share", "metric", "eval",
+            "mode", "resources", "searcher", "scheduler")
 
 
 def load_chain(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> list[Stage]:
@@ -318,7 +324,7 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     for name, value in params_raw.items():
         if name in STAGE_OWNED:
             raise NcfError(f"{where}: params.{name} is set by the stage itself (model, "
-                           "max_epochs, pretrain); remove it from params")
+                           "max_epochs, pretrain, eval); remove it from params")
         _no_unknown({name: 0}, valid, f"{where}: params")
         if isinstance(value, dict) and "by" in value:
             params[name] = _conditional(name, value, f"{where}: params.{name}")
@@ -390,6 +396,10 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     if max_concurrent is not None:
         max_concurrent = _integer(max_concurrent, f"{where}: max_concurrent", low=1)
     budget_share = _number(raw.get("budget_share", 1.0), f"{where}: budget_share", low=0.01)
+    evaluation = raw.get("eval", "sampled")
+    if evaluation not in ("sampled", "full"):
+        raise NcfError(f"{where}: eval={evaluation!r}; choose sampled (99 negatives, the "
+                       "paper's) or full (every item the user has not interacted with)")
     return Stage(
         path=path,
         name=str(raw.get("name") or path.stem),
@@ -409,6 +419,7 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
         scheduler=scheduler,
         max_concurrent=max_concurrent,
         budget_share=budget_share,
+        eval=evaluation,
     )
 
 

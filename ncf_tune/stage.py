@@ -26,7 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import data, results, spaces, training
+from ncf_tune import data, figures, results, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
@@ -104,7 +104,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         raise SearchInterrupted(f"[{stage.name}] interrupted with "
                                 f"{grid.num_terminated + grid.num_errors} of {stage.num_samples}"
                                 " trials finished; run the same command with --resume to go on")
-    rows, ranked = _collect(grid, stage, printer.ended if ended_by_budget else None)
+    rows, ranked, curves = _collect(grid, stage, printer.ended if ended_by_budget else None)
     if not ranked:
         hint = (f"its time budget ({budget_s:.0f} s) ended before any trial finished an "
                 "epoch; give --time-budget more" if ended_by_budget else
@@ -113,14 +113,19 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     with tempfile.TemporaryDirectory() as scratch:
         tops = _fetch_top(ranked, stage, keep_top, Path(scratch))
         _, winner, best_row = tops[0]
-        test_hr, test_ndcg = training.evaluate(winner.model(), split.test)
+        model = winner.model()
+        test_hr, test_ndcg = training.evaluate(model, split.test)
+        full_hr, full_ndcg = training.evaluate_full(model, split, "test")
+        drawn = figures.for_stage(folder, stage.name, stage.metric, curves, rows,
+                                  {k: _scale(stage.params[k]) for k in stage.searched})
         statuses = {s: sum(r.status == s for r in rows) for s in results.STATUSES}
         summary = results.StageSummary(
             stage=stage.name, model=stage.model, key=key, data=stage.data,
             data_fingerprint=split.fingerprint, metric=stage.metric,
             winner_trial=best_row.trial_id, best_epoch=int(best_row.best_epoch or 0),
             val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
-            test_hr=test_hr, test_ndcg=test_ndcg, trials=len(rows), statuses=statuses,
+            test_hr=test_hr, test_ndcg=test_ndcg, test_full_hr=full_hr,
+            test_full_ndcg=full_ndcg, eval=stage.eval, trials=len(rows), statuses=statuses,
             wall_seconds=round(time.perf_counter() - started, 2),
             trial_seconds=round(sum(r.train_seconds for r in rows), 2),
             best_config=_best_config(winner, stage),
@@ -132,12 +137,15 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
             keep_top=keep_top,
             budget_s=None if budget_s is None else round(budget_s, 1),
             trial_epochs=sum(r.epochs_run for r in rows),
+            figures=[str(p.relative_to(exp_dir)) for p in drawn.images],
+            importance=drawn.importance, figures_note=drawn.note,
         )
         results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
     marker.unlink(missing_ok=True)
     print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
           f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
-          f"NDCG@10 {test_ndcg:.4f} | {', '.join(f'{n} {s}' for s, n in statuses.items() if n)}"
+          f"NDCG@10 {test_ndcg:.4f} (full ranking {full_hr:.4f} / {full_ndcg:.4f}) | "
+          f"{', '.join(f'{n} {s}' for s, n in statuses.items() if n)}"
           f" | {summary.wall_seconds:.0f} s -> {folder}")
     return summary
 
@@ -195,11 +203,20 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
     )
 
 
+def _scale(p: spaces.Param) -> str:
+    """A searched param's axis in the report's figures (a conditional one: its first
+    branch's)."""
+    return p.args[1][0][1].kind if p.kind == "by" else p.kind
+
+
 def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
-             ) -> tuple[list[results.TrialRow], list[tuple[Any, results.TrialRow]]]:
-    """Rows for trials.csv, and (result, row) of every trial with a checkpoint, best
-    first by its best epoch: the first holds the stage's winner. ended: when the time
-    budget ended the stage, the trials that ended on their own; the others were cut."""
+             ) -> tuple[list[results.TrialRow], list[tuple[Any, results.TrialRow]],
+                        dict[str, pd.DataFrame]]:
+    """Rows for trials.csv; (result, row) of every trial with a checkpoint, best first by
+    its best epoch (the first holds the stage's winner); and each trial's reported
+    results by id, for the figures. ended: when the time budget ended the stage, the
+    trials that ended on their own; the others were cut."""
+    curves: dict[str, pd.DataFrame] = {}
     rows: list[results.TrialRow] = []
     ranked: list[tuple[float, Any, results.TrialRow]] = []
     for res in grid:
@@ -227,8 +244,9 @@ def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
             if res.get_best_checkpoint(stage.metric, "max") is not None:
                 ranked.append((float(top[stage.metric]), res, row))
         rows.append(row)
+        curves[trial_id] = df
     ranked.sort(key=lambda t: -t[0])  # stable: a tie goes to the earlier trial
-    return rows, [(res, row) for _, res, row in ranked]
+    return rows, [(res, row) for _, res, row in ranked], curves
 
 
 def _fetch_top(ranked: list[tuple[Any, results.TrialRow]], stage: spaces.Stage, keep_top: int,
@@ -281,7 +299,7 @@ def _built_from(upstream: dict[str, Winner], stage: spaces.Stage) -> str:
 def stage_config(stage: spaces.Stage, upstream: dict[str, Winner]) -> dict[str, Any]:
     """Fixed keys every trial of the stage gets: model, epochs, seed, pretrained inputs."""
     config: dict[str, Any] = {"model": stage.model, "epochs": stage.max_epochs,
-                              "seed": stage.seed}
+                              "seed": stage.seed, "eval": stage.eval}
     for kind, winner in upstream.items():
         # An MLP takes one GMF's embeddings; a NeuMF its upstream stages' best
         # `pretrain_top` models each (fewer if fewer trials finished), side by side.

@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import make_ratings, write_dat
 
-from ncf_tune import checkpoint, cluster, console, search
+from ncf_tune import checkpoint, cluster, console, data, search, training
 from ncf_tune.errors import NcfError
 
 GMF = """
@@ -97,8 +97,13 @@ def test_chain_writes_every_results_file(chain):
         assert summary["val_ndcg"] == pytest.approx(best, abs=1e-4)  # best epoch of all trials
         ck = checkpoint.load(folder / "best_model.pt", expect_model=summary["model"])
         assert ck.epoch == summary["best_epoch"] and ck.metrics["ndcg"] == summary["val_ndcg"]
+        # full ranking ranks against a superset of the 99 sampled negatives: never higher
+        assert 0 <= summary["test_full_hr"] <= summary["test_hr"]
+        for png in summary["figures"]:  # the report's figures, beside it
+            assert (exp / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (exp / "report.md").read_text()
     assert "## gmf (GMF)" in report and "## neumf (NeuMF)" in report
+    assert "full ranking" in report and "(gmf/gmf_curves.png)" in report
 
 
 def test_asha_stops_at_least_one_trial(chain):
@@ -251,6 +256,19 @@ def test_a_stage_whose_spec_changed_is_searched_again_and_its_results_kept(
     assert json.loads((kept / "summary.json").read_text())["key"] == first.key
     assert (kept / "best_model.pt").is_file() and "results moved to" in capsys.readouterr().out
     assert search.run_chain(space, **run)[0] == second  # and the new one is reused as usual
+
+
+def test_a_space_with_eval_full_chooses_its_winner_by_full_ranking(chain):
+    folder, exp, _ = chain
+    (folder / "full.yaml").write_text((folder / "gmf.yaml").read_text()
+                                      + "eval: full\nnum_samples: 1\n")
+    summary = search.run_chain(folder / "full.yaml", results_dir=folder / "results",
+                               experiment="full", max_epochs=1)[0]
+    assert summary.eval == "full" and summary.best_config["eval"] == "full"
+    # the winner's validation score is the full-ranking one, below the sampled one
+    ck = checkpoint.load(folder / "results" / "full" / "full" / "best_model.pt")
+    sampled = training.evaluate(ck.model(), data.prepare(summary.data).validation)
+    assert summary.val_hr == ck.metrics["hr"] < sampled[0]
 
 
 def test_resources_beyond_the_cluster_are_refused(chain):

@@ -173,6 +173,8 @@ def test_stage_key_changes_with_spec_data_and_upstream(tmp_path):
     ("model: gmf\nparams: {lr: {by: optimizer, sgd: 0.1}}\n",
      "params.lr.by: 'optimizer' must be a choice (or fixed) param listed before lr"),
     ("model: gmf\nmode: min\n", "mode='min': HR and NDCG are better when higher"),
+    ("model: gmf\neval: complete\n", "eval='complete'; choose sampled"),
+    ("model: gmf\nparams: {eval: full}\n", "params.eval is set by the stage itself"),
     ("model: gmf\nmax_concurrent: 0\n", "max_concurrent=0 must be at least 1"),
     ("model: gmf\nbudget_share: 0\n", "budget_share=0 must be at least 0.01"),
 ])
