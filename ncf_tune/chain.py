@@ -45,7 +45,8 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
 
     The keyword arguments are the CLI's options (see `python -m ncf_tune.search --help`);
     num_samples, max_epochs, data_source and seed override every stage of the chain.
-    time_budget: how long the whole call may take, e.g. "90s", "10m", "2h".
+    time_budget: how long the whole call may take, e.g. "90s", "10m", "2h"; default the
+    space file's own `time_budget`, if any; "none": no budget even if the file has one.
     no_recipes: ignore every stage's searcher.points_to_evaluate.
     storage: a folder every node can reach, or an s3://, gs://, file:// URI, for trials,
     their checkpoints and the winners handed down the chain (default: under results_dir).
@@ -54,11 +55,14 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
     Raises NcfError for bad input (before any trial runs), SearchInterrupted (an
     ncf_tune.errors.Interrupted) when a stage was stopped before it finished.
     """
-    budget = ncf_budget.Budget.start(time_budget) if time_budget else None
+    started = time.monotonic()
     overrides = {"num_samples": num_samples, "max_epochs": max_epochs, "data": data_source,
                  "seed": seed, "no_recipes": no_recipes}
     chain = spaces.load_chain(space, overrides)
     last = chain[-1]
+    time_budget = time_budget or last.time_budget
+    budget = (ncf_budget.Budget.start(time_budget, started)
+              if time_budget and time_budget.lower() != "none" else None)
     name = experiment or experiment_name(last)
     exp_dir = Path(results_dir).expanduser().resolve() / name
     if storage is not None and not ncf_storage.is_uri(storage):

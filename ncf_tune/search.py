@@ -31,6 +31,8 @@ def duration(text: str) -> str:
     """argparse type: a --time-budget, checked at parse time, kept as the user wrote it."""
     import argparse
 
+    if text.lower() == "none":
+        return "none"
     try:
         parse_duration(text)
     except ValueError as exc:
@@ -49,7 +51,8 @@ def parser() -> Parser:
     p.add_argument("--seed", type=int, help="data split and training seed, every stage")
     p.add_argument("--time-budget", type=duration, metavar="DURATION",
                    help="the whole search, data loading included, ends within this (90s, "
-                   "10m, 2h); shared over the stages by their budget_share")
+                   "10m, 2h; default: the space file's time_budget; none: no budget); "
+                   "shared over the stages by their budget_share")
     p.add_argument("--no-recipes", action="store_true",
                    help="ignore every stage's searcher.points_to_evaluate: the search alone "
                    "finds the model")

@@ -17,6 +17,8 @@
     max_epochs: 20                     # epochs per trial (ASHA's max_t)
     max_concurrent: 4                  # trials at once (default: as many as fit)
     budget_share: 0.3                  # this stage's share of --time-budget (default 1)
+    time_budget: 1h                    # the chain's default --time-budget (only the file
+                                       # run counts; --time-budget overrides, `none` lifts it)
     metric: ndcg                       # validation ndcg | hr (@10), higher is better
     eval: sampled                      # sampled (99 negatives, the paper's) | full ranking
     resources: {cpu: 1, gpu: 0.25}     # per trial; gpu 0.25 = four trials per GPU;
@@ -152,6 +154,7 @@ class Stage:
     # negatives (the paper's protocol) or against every unseen item ("full").
     eval: str = "sampled"
     budget_share: float = 1.0  # weight of this stage in splitting a --time-budget
+    time_budget: str | None = None  # the chain's default --time-budget, when this file is run
 
     @property
     def searched(self) -> list[str]:
@@ -234,8 +237,8 @@ class Stage:
 
 
 TOP_KEYS = ("name", "model", "data", "seed", "pretrain", "pretrain_top", "params",
-            "num_samples", "max_epochs", "max_concurrent", "budget_share", "metric", "eval",
-            "mode", "resources", "searcher", "scheduler")
+            "num_samples", "max_epochs", "max_concurrent", "budget_share", "time_budget",
+            "metric", "eval", "mode", "resources", "searcher", "scheduler")
 
 
 def load_chain(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> list[Stage]:
@@ -396,6 +399,15 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     if max_concurrent is not None:
         max_concurrent = _integer(max_concurrent, f"{where}: max_concurrent", low=1)
     budget_share = _number(raw.get("budget_share", 1.0), f"{where}: budget_share", low=0.01)
+    time_budget = raw.get("time_budget")
+    if time_budget is not None:
+        from ncf_tune.budget import parse_duration
+
+        try:
+            parse_duration(str(time_budget))
+        except ValueError as exc:
+            raise NcfError(f"{where}: time_budget: {exc}") from None
+        time_budget = str(time_budget)
     evaluation = raw.get("eval", "sampled")
     if evaluation not in ("sampled", "full"):
         raise NcfError(f"{where}: eval={evaluation!r}; choose sampled (99 negatives, the "
@@ -419,6 +431,7 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
         scheduler=scheduler,
         max_concurrent=max_concurrent,
         budget_share=budget_share,
+        time_budget=time_budget,
         eval=evaluation,
     )
 

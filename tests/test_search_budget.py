@@ -122,9 +122,9 @@ def test_a_budget_too_small_for_one_epoch_is_one_line_before_any_trial(tmp_path)
 def test_the_time_budget_holds_and_every_stage_still_writes_its_results(tmp_path, ray_local):
     # Far more trials and epochs than the budget allows: the budget must end each stage.
     space = write_chain(tmp_path, n=40, epochs=400, shares=(1.5, 1, 1))
+    space.write_text(space.read_text() + "time_budget: 100s\n")  # the file's default budget
     started = time.perf_counter()
-    summaries = search.run_chain(space, results_dir=tmp_path / "r", experiment="e",
-                                 time_budget="100s")
+    summaries = search.run_chain(space, results_dir=tmp_path / "r", experiment="e")
     wall = time.perf_counter() - started
     assert wall <= 100 + 5, wall  # a few seconds of slack for Ray's own bookkeeping
     exp = tmp_path / "r" / "e"

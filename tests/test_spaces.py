@@ -45,6 +45,7 @@ def test_shipped_spaces_load_as_a_chain_in_dependency_order():
     # a NeuMF may end as either pure part: alpha spans 0..1
     assert neumf.params["alpha"].args == (0.0, 1.0)
     assert sum(s.budget_share for s in chain) == pytest.approx(1.0)
+    assert neumf.time_budget == "55m"  # the default search ends within an hour
 
 
 @pytest.mark.parametrize("name", ["neumf8.yaml", "neumf8-wider.yaml", "neumf16.yaml"])
@@ -174,6 +175,7 @@ def test_stage_key_changes_with_spec_data_and_upstream(tmp_path):
      "params.lr.by: 'optimizer' must be a choice (or fixed) param listed before lr"),
     ("model: gmf\nmode: min\n", "mode='min': HR and NDCG are better when higher"),
     ("model: gmf\neval: complete\n", "eval='complete'; choose sampled"),
+    ("model: gmf\ntime_budget: soon\n", "time_budget: 'soon' is not a duration like 90s"),
     ("model: gmf\nparams: {eval: full}\n", "params.eval is set by the stage itself"),
     ("model: gmf\nmax_concurrent: 0\n", "max_concurrent=0 must be at least 1"),
     ("model: gmf\nbudget_share: 0\n", "budget_share=0 must be at least 0.01"),
