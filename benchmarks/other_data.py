@@ -86,7 +86,7 @@ def main() -> None:
             with redirect_stdout(io.StringIO()):
                 out = train_cli.run([*argv, "--data", str(data), "--seed", str(args.seed),
                                      "--threads", str(args.threads), "--keep", "last",
-                                     "--out", str(Path(scratch) / name.split()[1])])
+                                     "--out", str(Path(scratch) / name.split()[1].strip(","))])
             rows.append((name, out["test_hr"], out["test_ndcg"], time.perf_counter() - t))
     print(f"\n{'model':58} {'test HR@10':>10} {'NDCG@10':>8} {'seconds':>8}")
     for name, hr, ndcg, seconds in rows:

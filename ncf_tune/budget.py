@@ -3,11 +3,14 @@
 The clock starts when the search starts (data loading and Ray's start count). Each
 stage, when its turn comes, gets a share of the time then left:
 
-    stage seconds = (time left - RESERVE_S per stage still to run) * its budget_share
+    stage seconds = (time left - a reserve per stage still to run) * its budget_share
                     / (sum of the budget_share of the stages still to run)
 
 so time a stage does not use (it ran out of trials first, or was reused) goes to the
-stages after it, and a slow stage cannot eat the time of the next ones. Inside a stage
+stages after it, and a slow stage cannot eat the time of the next ones. The reserve
+(RESERVE_S, 20 s) covers a stage's finishing after Tune stops it: copying the winners,
+scoring the test set both ways, writing results; once a stage is seen to need more, the
+later stages keep 1.5 times that. Inside a stage
 the budget is Ray Tune's own `time_budget_s`: when it is spent Tune stops the running
 trials, and the stage is scored from every epoch its trials finished (ASHA will have cut
 the weak ones early, so the time went to the promising ones).
@@ -36,7 +39,7 @@ from ncf_tune.sampling import EpochData, NegativeSampler
 
 # Per stage, what its time budget does not cover: stopping trials and syncing their
 # last checkpoints, copying the winners, scoring the test set, writing the results.
-RESERVE_S = 12.0
+RESERVE_S = 20.0
 STARTUP_S = 15.0  # Ray's start, before the first stage
 TRIAL_START_S = 10.0  # a stage's first trial: a worker process, torch imported, data fetched
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -57,14 +60,23 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-@dataclass(frozen=True)
+@dataclass
 class Budget:
     """A search's time budget: `text` as the user gave it, `seconds`, and the monotonic
-    clock time it runs out at."""
+    clock time it runs out at. `reserve`: what each stage keeps aside, beyond Tune's
+    budget, to finish (RESERVE_S, or more once a stage has been seen to need more)."""
 
     text: str
     seconds: float
     deadline: float
+    reserve: float = RESERVE_S
+
+    def finished(self, stage_budget_s: float, stage_wall_s: float) -> None:
+        """Learn from a stage that ran `stage_wall_s` on a budget of `stage_budget_s`:
+        finishing (test scoring by full ranking of a wide NeuMF, mostly) can take longer
+        than RESERVE_S on a slow or busy machine, and the last stage has no one after it
+        to absorb an overrun."""
+        self.reserve = max(self.reserve, 1.5 * (stage_wall_s - stage_budget_s))
 
     @classmethod
     def start(cls, text: str, started: float | None = None) -> Budget:
@@ -79,7 +91,8 @@ class Budget:
         """The share of the time left for `stage`, the first of `still_to_run`."""
         left = self.left() if left is None else left
         weights = sum(s.budget_share for s in still_to_run)
-        return max(0.0, (left - RESERVE_S * len(still_to_run)) * stage.budget_share / weights)
+        return max(0.0, (left - self.reserve * len(still_to_run)) * stage.budget_share
+                   / weights)
 
 
 def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, float]:

@@ -124,6 +124,8 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
                                 force=force, trainable=trainable, shared=shared,
                                 keep_top=keep_top, budget_s=seconds)
+            if budget is not None:
+                budget.finished(seconds, summary.wall_seconds)
         summaries.append(summary)
         winners[stage.name] = _winner(stage, exp_dir, key, summary, max(asked, default=1),
                                       shared if asked else None)
