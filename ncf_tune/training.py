@@ -193,7 +193,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     model.train()
     # Shuffle once, then every batch is a contiguous slice: no gather per batch.
     perm = torch.randperm(len(rows), device=rows.users.device, generator=generator)
-    users, items, labels = rows.users[perm], rows.items[perm], rows.labels[perm]
+    # index_select, not [perm]: the same rows, without advanced indexing's per-element
+    # overhead (a second per epoch of ML-1M's 9M rows on a CPU core).
+    users, items, labels = (t.index_select(0, perm) for t in (rows.users, rows.items, rows.labels))
     total = torch.zeros((), device=users.device)
     steps = math.ceil(len(users) / cfg.batch_size)
     scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
