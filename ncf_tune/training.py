@@ -230,11 +230,16 @@ def to_device(eval_set: EvalSet, device: torch.device | str) -> EvalSet:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, eval_set: EvalSet, k: int = TOP_K,
-             max_rows: int = 1 << 21) -> tuple[float, float]:
-    """HR@k and NDCG@k of `model` on `eval_set` (scored in chunks of <= max_rows pairs)."""
+             max_rows: int | None = None) -> tuple[float, float]:
+    """HR@k and NDCG@k of `model` on `eval_set`, scored in chunks of at most `max_rows`
+    (user, item) pairs; by default 2^14 on a CPU, 2^21 on a GPU."""
     was_training = model.training
     model.eval()
     n, c = eval_set.candidates.shape
+    if max_rows is None:
+        # A CPU scores a chunk whose rows stay in its caches 2-6x faster (GMF-64, MLP
+        # 512-256-128 on ML-1M); a GPU wants few, large launches.
+        max_rows = 1 << 14 if eval_set.candidates.device.type == "cpu" else 1 << 21
     scores = []
     step = max(1, max_rows // c)
     for start in range(0, n, step):
