@@ -1,0 +1,123 @@
+"""Fused (torch.compile) training steps against the eager ones, on tiny generated data.
+
+Each compiled step is compiled once per test process (seconds); the fits after the
+first reuse it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ncf_tune import data, fused, training
+from ncf_tune.config import TrainConfig
+from ncf_tune.steps import batch_loss, compiled_steps
+
+# Both have a short last batch (it runs eagerly) and a cosine schedule (the learning rate
+# changes every step: one compiled step must serve them all).
+MF = TrainConfig(model="gmf", factors=8, dot_product=True, biases=True, init_std=0.1,
+                 optimizer="sgd", momentum=0.0, lr=0.5, batch_size=64, epochs=3,
+                 embedding_l2=0.01, num_negatives=2, lr_schedule="cosine", seed=1)
+MLP = TrainConfig(model="mlp", layers=(16, 8), biases=True, embedding_l2=0.01, lr=0.01,
+                  batch_size=64, epochs=3, lr_schedule="cosine", precision="bf16",
+                  num_negatives=2, seed=1)
+
+
+def fit(cfg: TrainConfig, split: data.Split, monkeypatch, switch: str) -> training.FitResult:
+    monkeypatch.setenv(fused.SWITCH, switch)
+    return training.fit(cfg, split)
+
+
+def weights(result: training.FitResult) -> dict[str, torch.Tensor]:
+    return result.model.state_dict()
+
+
+def test_the_fused_mf_step_trains_as_the_eager_one_and_as_reproducibly(ratings_file,
+                                                                         monkeypatch):
+    split = data.prepare(ratings_file, seed=0)
+    eager = fit(MF, split, monkeypatch, "off")
+    a = fit(MF, split, monkeypatch, "on")
+    step = compiled_steps()["mf"]
+    assert not step.failed and step.compile_seconds > 0
+    b = fit(MF, split, monkeypatch, "on")
+    assert all(torch.equal(v, weights(b)[k]) for k, v in weights(a).items())  # same seed
+    assert a.history[-1].loss < a.history[0].loss  # it did train
+    for k, v in weights(eager).items():  # the same maths; only float rounding differs
+        torch.testing.assert_close(weights(a)[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    for x, y in zip(a.history, eager.history, strict=True):
+        assert x.loss == pytest.approx(y.loss, rel=1e-5)
+
+
+def test_the_fused_autograd_step_trains_as_the_eager_one_within_bf16(ratings_file,
+                                                                       monkeypatch):
+    split = data.prepare(ratings_file, seed=0)
+    eager = fit(MLP, split, monkeypatch, "off")
+    a = fit(MLP, split, monkeypatch, "on")
+    step = compiled_steps()["autograd"]
+    assert not step.failed and step.compile_seconds > 0
+    assert a.optimizer.defaults["fused"] and not eager.optimizer.defaults["fused"]
+    b = fit(MLP, split, monkeypatch, "on")
+    assert all(torch.equal(v, weights(b)[k]) for k, v in weights(a).items())  # same seed
+    assert a.history[-1].loss < a.history[0].loss
+    # bf16 rounds each forward pass, so Adam's steps differ a little: after 150 of them
+    # the weights are apart by less than half a step (lr 0.01).
+    for k, v in weights(eager).items():
+        assert (weights(a)[k] - v).abs().max() < 0.5 * MLP.lr, k
+    for x, y in zip(a.history, eager.history, strict=True):
+        assert x.loss == pytest.approx(y.loss, abs=2e-3)
+
+    # One batch, the same weights: the compiled backward's gradients are eager's.
+    model, n = a.model, MLP.batch_size
+    users, items = split.train_users[:n], split.train_items[:n]
+    labels = (torch.arange(n) % 3 == 0).float()
+    grads = []
+    for loss_fn in (step, batch_loss):
+        model.zero_grad()
+        loss_fn(model, users, items, labels, torch.tensor(MLP.embedding_l2), True)[1].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for n, g in grads[1].items():
+        torch.testing.assert_close(grads[0][n], g, rtol=2e-2, atol=1e-5, msg=n)
+
+    # Dropout masks, compiled, come from the seed too.
+    dropout = MLP.replace(dropout=0.2)
+    c, d = (fit(dropout, split, monkeypatch, "on") for _ in range(2))
+    assert all(torch.equal(v, weights(d)[k]) for k, v in weights(c).items())
+    assert not step.failed
+
+
+def test_a_step_that_cannot_compile_runs_eagerly_after_one_line(capsys):
+    step = fused.Compiled(lambda x: x.sin() + 1, "a test step")
+    x = torch.arange(4.0)
+    # No C++ compiler (and no cached build of this step to fall back on)
+    with torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",),
+                                       "force_disable_caches": True}):
+        assert torch.equal(step(x), x.sin() + 1)
+        assert torch.equal(step(x), x.sin() + 1)
+    assert step.failed
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ncf_tune: a test step runs eagerly")
+
+
+def test_the_switch_and_when_auto_compiles(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(fused.SWITCH, raising=False)
+    assert fused.wanted(cpu, fused.MIN_STEPS) and not fused.wanted(cpu, fused.MIN_STEPS - 1)
+    assert not fused.wanted(torch.device("cuda"), 10 * fused.MIN_STEPS)  # not built for GPUs
+    monkeypatch.setenv(fused.SWITCH, "on")
+    assert fused.wanted(cpu, 1)
+    monkeypatch.setenv(fused.SWITCH, "off")
+    assert not fused.wanted(cpu, 10 * fused.MIN_STEPS)
+
+
+def test_a_bad_switch_is_one_line_naming_the_variable(ratings_file, tmp_path):
+    env = {**os.environ, fused.SWITCH: "yes"}
+    p = subprocess.run([sys.executable, "-m", "ncf_tune.train", "--model", "gmf", "--data",
+                        str(ratings_file), "--epochs", "1", "--factors", "4", "--out",
+                        str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 2
+    assert p.stderr == (f"error: environment variable {fused.SWITCH}='yes' is not one of "
+                        "auto, on, off; unset it for auto\n")
