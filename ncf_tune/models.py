@@ -19,7 +19,7 @@ few), side by side: an ensemble that is still one NeuMF.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,31 @@ def _plus_biases(logits: torch.Tensor, norms: torch.Tensor, biases: Biases | Non
     return logits + offset, norms + bias_norms
 
 
+def _with_biases(logits: torch.Tensor, biases: Biases | None, users: torch.Tensor,
+                 items: torch.Tensor) -> torch.Tensor:
+    if biases is None:
+        return logits
+    return logits + biases(users, items)[0]
+
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (users, items) -> logits
+
+
+def _first_layer_tables(user: nn.Embedding, item: nn.Embedding, tower: Tower
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tower's first layer split by its input: W [p; q] + b = (W_p p) + (W_q q + b),
+    each half applied once to every user's (item's) embedding."""
+    first, e = tower.linears[0], user.embedding_dim
+    return (user.weight @ first.weight[:, :e].T,
+            torch.addmm(first.bias, item.weight, first.weight[:, e:].T))
+
+
+def _tower_from_tables(tables: tuple[torch.Tensor, torch.Tensor], tower: Tower,
+                       users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    return tower.after_first(tables[0].index_select(0, users)
+                             + tables[1].index_select(0, items))
+
+
 class Tower(nn.Module):
     """Linear + ReLU layers (+ dropout). Parameter names do not depend on dropout, so a
     tower trained with dropout loads into one without, and back."""
@@ -97,6 +122,14 @@ class Tower(nn.Module):
             x = F.relu(linear(x))
             if self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
+        return x
+
+    def after_first(self, h: torch.Tensor) -> torch.Tensor:
+        """The tower's output from its first layer's pre-activation `h`, without dropout
+        (as in evaluation)."""
+        x = F.relu(h)
+        for linear in self.linears[1:]:
+            x = F.relu(linear(x))
         return x
 
 
@@ -133,6 +166,14 @@ class GMF(nn.Module):
         x, norms = self.features(users, items)
         return _plus_biases(self.output(x).squeeze(-1), norms, self.biases, users, items)
 
+    def scorer(self) -> Scorer:
+        """Logits of (users, items) pairs as `forward` gives them, without the norms
+        (see `NeuMF.scorer`)."""
+        def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+            logits = self.output(self.user(users) * self.item(items)).squeeze(-1)
+            return _with_biases(logits, self.biases, users, items)
+        return score
+
 
 class MLP(nn.Module):
     def __init__(self, num_users: int, num_items: int, layers: tuple[int, ...] = (64, 32, 16, 8),
@@ -157,6 +198,17 @@ class MLP(nn.Module):
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         x, norms = self.features(users, items)
         return _plus_biases(self.output(x).squeeze(-1), norms, self.biases, users, items)
+
+    def scorer(self) -> Scorer:
+        """Logits of (users, items) pairs as `forward` gives them in evaluation mode, up
+        to float rounding, with the tower's first layer applied once per user and item
+        (see `NeuMF.scorer`). Valid while the weights stay as they are."""
+        tables = _first_layer_tables(self.user, self.item, self.tower)
+
+        def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+            x = _tower_from_tables(tables, self.tower, users, items)
+            return _with_biases(self.output(x).squeeze(-1), self.biases, users, items)
+        return score
 
     @torch.no_grad()
     def embeddings_from(self, gmf: GMF) -> None:
@@ -187,6 +239,24 @@ class NeuMF(nn.Module):
         m, m_norms = self.mlp.features(users, items)
         logits = self.output(torch.cat([g, m], -1)).squeeze(-1)
         return _plus_biases(logits, g_norms + m_norms, self.biases, users, items)
+
+    def scorer(self) -> Scorer:
+        """Logits of (users, items) pairs as `forward` gives them in evaluation mode, up
+        to float rounding, for scoring many pairs with fixed weights (evaluation: 100
+        candidates per user). The tower's first layer, the widest, is applied once to
+        every user's and every item's embedding instead of once per pair: W [p; q] + b
+        = (W_p p) + (W_q q + b). Per pair that leaves a gather and an add where there was
+        a layers[0] x layers[1] product (NeuMF 256-256-128-64: 62 % of the multiply-adds
+        of scoring a pair; MLP 512-256-128: 80 %). Valid while the weights stay as
+        they are."""
+        tables = _first_layer_tables(self.mlp.user, self.mlp.item, self.mlp.tower)
+
+        def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+            g = self.gmf.user(users) * self.gmf.item(items)
+            m = _tower_from_tables(tables, self.mlp.tower, users, items)
+            logits = self.output(torch.cat([g, m], -1)).squeeze(-1)
+            return _with_biases(logits, self.biases, users, items)
+        return score
 
     @torch.no_grad()
     def load_pretrained(self, gmfs: GMF | Sequence[GMF], mlps: MLP | Sequence[MLP],

@@ -24,6 +24,19 @@ def test_models_return_one_logit_per_pair(name):
     assert out.dtype == torch.float32
 
 
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
+def test_a_scorer_gives_the_logits_forward_gives_in_evaluation(name):
+    model = trained(build(name, NU, NI, factors=8, layers=(16, 8, 4), dropout=0.3,
+                          biases=True)).eval()
+    users, items = batch()
+    with torch.no_grad():
+        want, got = model(users, items), model.scorer()(users, items)
+    if name == "gmf":
+        assert torch.equal(got, want)  # the same ops, the norms left out
+    else:  # the tower's first layer summed in two halves: float rounding only
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_embedding_init_follows_init_std():
     assert GMF(2000, 2000, 16, init_std=0.01).user.weight.std().item() == pytest.approx(0.01, 0.05)
     assert GMF(2000, 2000, 16, init_std=0.1).item.weight.std().item() == pytest.approx(0.1, 0.05)
