@@ -13,8 +13,9 @@ other in the same run, `--rounds` times (interleaved, so a busy machine slows al
           temporary folder
   fused   this checkout, NCF_TUNE_COMPILE=on
   eager   this checkout, NCF_TUNE_COMPILE=off (what runs where compiling fails)
-An engine's epoch is its fastest of --epochs epochs (sampling + training + validation),
-compile seconds taken out; "1st" is its first epoch as it was, compiling included.
+An engine's epoch is its fastest epoch after the first (sampling + training +
+validation; with --epochs 1, the first less its compile seconds), over the rounds; "1st"
+is its first epoch as it was, compiling included.
 Compile seconds are also measured on their own: "cold" with an empty inductor cache,
 "warm" from the cache a previous process left (what a search's later trials pay).
 `--bench` (default $NCF_TUNE_BENCH): the folder with bare_loop.py, whose GMF-64 epoch
@@ -126,11 +127,19 @@ def bare_loop(bench: Path, threads: int) -> float | None:
     return float(m.group(1)) * 1e6 if m else None
 
 
+def steady_epoch(run: dict) -> dict:
+    """The fastest epoch after the first (which compiles); with one epoch, the first
+    with its compile seconds taken out."""
+    if len(run["epochs"]) > 1:
+        return min(run["epochs"][1:], key=lambda e: e["seconds"])
+    first = dict(run["epochs"][0])
+    first["seconds"] -= run["compile_s"]
+    first["train"] -= run["compile_s"]
+    return first
+
+
 def steady(run: dict) -> float:
-    """The fastest epoch, with the compiling (all in the first) taken out of it."""
-    times = [e["seconds"] for e in run["epochs"]]
-    times[0] -= run["compile_s"]
-    return min(times)
+    return steady_epoch(run)["seconds"]
 
 
 def main() -> None:
@@ -179,11 +188,17 @@ def report(name: str, runs: dict[str, list[dict]], cold: float, warm: float,
     base = min(steady(r) for r in runs["before"])
     for engine, done in runs.items():
         best = min(done, key=steady)
-        fast = min(best["epochs"], key=lambda e: e["seconds"])
+        fast = steady_epoch(best)
         last = best["epochs"][-1]
         print(f"{engine:8} {steady(best):8.2f} {best['epochs'][0]['seconds']:7.2f} "
               f"{fast['sample']:8.2f} {fast['train']:8.2f} {fast['eval']:7.2f} "
               f"{base / steady(best):7.2f}x {last['loss']:9.5f} {last['ndcg']:7.4f}")
+    if len(runs["before"]) > 1:
+        for engine in ("fused", "eager"):
+            ratios = [steady(b) / steady(r)
+                      for b, r in zip(runs["before"], runs[engine], strict=True)]
+            print(f"{engine} x before, round by round: "
+                  + ", ".join(f"{x:.2f}" for x in ratios))
     if name == "mf" and bare_rate:
         print(f"bare loop (bare_loop.py gmf 64 4096: autograd, Adam): training "
               f"{rows / bare_rate:.2f} s for as many rows")
