@@ -11,7 +11,10 @@ pay it back.
 The switch, environment variable NCF_TUNE_COMPILE:
     auto  (default) compile on the CPU when a run has at least MIN_STEPS full batches
     on    compile on the CPU whatever the run's length (tests, benchmarks)
-    off   never compile: the eager steps, bit for bit the engine before fused steps
+    off   never compile: the eager steps, which train the same weights, bit for bit, as
+          the engine did before fused steps
+auto and on also make Adam on the CPU torch's fused kernel (training.build_optimizer),
+which needs no compiling.
 Not on CUDA: there a step would be compiled for a GPU (and replayed as a CUDA graph),
 which has not been built or measured yet; CUDA runs stay eager.
 
