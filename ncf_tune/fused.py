@@ -78,9 +78,13 @@ class Compiled:
     `compile_seconds`: the wall time of the calls that compiled (their one run included).
     """
 
-    def __init__(self, fn: Callable[..., Any], what: str) -> None:
+    def __init__(self, fn: Callable[..., Any], what: str, varying: tuple[int, ...] = ()
+                 ) -> None:
+        """`varying`: the positions of tensor arguments whose first dimension changes
+        from call to call; one variant serves all their lengths."""
         self.fn = fn
         self.what = what
+        self.varying = varying
         self.compiled = torch.compile(fn, fullgraph=True, dynamic=False, options=_OPTIONS)
         self.failed = False
         self.compile_seconds = 0.0
@@ -89,7 +93,9 @@ class Compiled:
     def __call__(self, *args: Any) -> Any:
         if self.failed:
             return self.fn(*args)
-        key = _signature(args)
+        for i in self.varying:
+            torch._dynamo.mark_dynamic(args[i], 0)
+        key = _signature(args, self.varying)
         if key in self._seen:
             return self.compiled(*args)
         t0 = time.perf_counter()
@@ -106,13 +112,15 @@ class Compiled:
         return out
 
 
-def _signature(args: tuple) -> tuple:
-    """What makes inductor compile a new variant: shapes and dtypes, None against a
-    tensor, flags, and for a module `_module_signature` and its training mode."""
+def _signature(args: tuple, varying: tuple[int, ...] = ()) -> tuple:
+    """What makes inductor compile a new variant: shapes (but the first dimension of
+    the `varying` arguments) and dtypes, None against a tensor, flags, and for a module
+    `_module_signature` and its training mode."""
     out = []
-    for a in args:
+    for i, a in enumerate(args):
         if isinstance(a, torch.Tensor):
-            out.append((tuple(a.shape), a.dtype, a.device))
+            shape = tuple(a.shape)[1:] if i in varying else tuple(a.shape)
+            out.append((shape, a.dtype, a.device))
         elif isinstance(a, nn.Module):
             if a not in _modules:
                 _modules[a] = _module_signature(a)
