@@ -109,7 +109,9 @@ def run_worker(workload: str, pythonpath: Path, env: dict[str, str], args: argpa
            "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
-        sys.exit(f"{workload} worker failed (PYTHONPATH={pythonpath}):\n{out.stderr[-3000:]}")
+        sys.exit(f"{workload} worker failed with exit code {out.returncode} (negative: killed "
+                 f"by that signal), PYTHONPATH={pythonpath}, {env.get('NCF_TUNE_COMPILE')}:\n"
+                 f"{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
