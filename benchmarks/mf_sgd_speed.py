@@ -7,7 +7,8 @@ negatives, batch 4096), the longest part of the paper table on a CPU. Both paths
 the same epoch (same negatives, same order) from the same weights, in this process one
 after the other, and end with the same weights up to float rounding (printed: the
 largest difference). ncf_tune uses the hand-written step (ncf_tune/mf_sgd.py) wherever
-it applies; autograd is forced here only to compare.
+it applies; autograd is forced here only to compare. Both run eagerly here (compiled,
+the step is `mf_sgd.fused_step`: benchmarks/epoch_speed.py times it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from unittest import mock
 
 import torch
 
-from ncf_tune import data, mf_sgd, training
+from ncf_tune import data, fused, mf_sgd, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.files import read_yaml_mapping
 from ncf_tune.models import build
@@ -51,6 +52,8 @@ def main() -> None:
     if not args.data:
         ap.error("--data DIR (or NCF_TUNE_PAPER_SPLIT) is required")
     torch.set_flush_denormal(True)  # as training.fit does on the CPU
+    # Both eager: the compiled MF step is compared in benchmarks/epoch_speed.py.
+    os.environ[fused.SWITCH] = "off"
     split = data.prepare(args.data, seed=0)
     recipe = read_yaml_mapping(RECIPE)
     print(f"recipe {RECIPE.name}; torch threads {torch.get_num_threads()}")

@@ -54,9 +54,9 @@ from ncf_tune.files import read_yaml_mapping
 ROWS = ("gmf", "mlp", "neumf", "neumf-pre")
 HERE = Path(__file__).resolve().parent
 
-# He et al. 2017, table 2 (ML-1M, HR@10 / NDCG@10), as quoted in issue 5. The paper's
-# other cells (16 and 32 factors, GMF and MLP from its figures) are not copied here:
-# they were not checked against the paper in this project.
+# He et al. 2017, table 2 (ML-1M, HR@10 / NDCG@10). The paper's other cells (16 and 32
+# factors, GMF and MLP from its figures) are not copied here: they were not checked
+# against the paper.
 PAPER = {
     ("neumf", 8): (0.688, 0.410),
     ("neumf-pre", 8): (0.684, 0.403),

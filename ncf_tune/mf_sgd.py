@@ -18,6 +18,11 @@ so a user twice in a batch gets both). It is the autograd step's maths up to flo
 rounding (tests/test_training.py compares the two), about twice as fast on a CPU core at
 64-128 factors (benchmarks/mf_sgd_speed.py). training.train_epoch uses it whenever
 `applies` says so.
+
+Eager, that step is still a dozen ops, and index_add_ on a CPU adds row by row (one
+dispatch each). `fused_step` is the same maths for torch.compile: inductor turns it into
+one pass over the batch (gathers, dot products, gradients) and one per table (the row
+updates), about 8x faster again (benchmarks/epoch_speed.py). steps.py picks which runs.
 """
 
 from __future__ import annotations
@@ -70,4 +75,35 @@ def step(model: GMF, users: torch.Tensor, items: torch.Tensor, labels: torch.Ten
         model.biases.user.weight.index_add_(0, users, (g + decay * bu).unsqueeze(1), alpha=scale)
         model.biases.item.weight.index_add_(0, items, (g + decay * bi).unsqueeze(1), alpha=scale)
     model.output.bias.add_(g.sum(), alpha=scale)
+    return loss
+
+
+def fused_step(user: torch.Tensor, item: torch.Tensor, user_bias: torch.Tensor | None,
+               item_bias: torch.Tensor | None, offset: torch.Tensor, users: torch.Tensor,
+               items: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
+               embedding_l2: torch.Tensor) -> torch.Tensor:
+    """`step` on the model's tensors (user and item tables, their bias columns or None,
+    the global offset), written for torch.compile. `lr` and `embedding_l2` are 0-d
+    tensors, so that one compiled step serves every learning rate of a schedule and every
+    trial of a search. Returns the batch's mean BCE loss, as `step` does."""
+    with torch.no_grad():
+        p, q = user[users], item[items]
+        logits = (p * q).sum(1) + offset
+        if user_bias is not None and item_bias is not None:
+            bu, bi = user_bias[users].squeeze(1), item_bias[items].squeeze(1)
+            logits = logits + bu + bi
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        g = torch.sigmoid(logits) - labels
+        decay, scale = 2.0 * embedding_l2, -lr / len(labels)
+        col = g.unsqueeze(1)
+        # Both gradients from the rows as they were: inductor keeps them in buffers
+        # before it adds the first one to its table.
+        user.index_put_((users,), scale * (col * q + decay * p), accumulate=True)
+        item.index_put_((items,), scale * (col * p + decay * q), accumulate=True)
+        if user_bias is not None and item_bias is not None:
+            user_bias.index_put_((users,), (scale * (g + decay * bu)).unsqueeze(1),
+                                 accumulate=True)
+            item_bias.index_put_((items,), (scale * (g + decay * bi)).unsqueeze(1),
+                                 accumulate=True)
+        offset.add_(scale * g.sum())
     return loss

@@ -24,6 +24,31 @@ def test_models_return_one_logit_per_pair(name):
     assert out.dtype == torch.float32
 
 
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
+def test_a_scorer_gives_the_logits_forward_gives_in_evaluation(name):
+    model = trained(build(name, NU, NI, factors=8, layers=(16, 8, 4), dropout=0.3,
+                          biases=True)).eval()
+    users, items = batch()
+    with torch.no_grad():
+        want, got = model(users, items), model.scorer()(users, items)
+    if name == "gmf":
+        assert torch.equal(got, want)  # the same ops, the norms left out
+    else:  # the tower's first layer summed in two halves: float rounding only
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mlp", "neumf"])
+def test_a_batch_of_distinct_ids_gives_the_logits_and_norms_of_its_rows(name):
+    model = trained(build(name, NU, NI, factors=8, layers=(16, 8, 4), biases=True))
+    users, items = batch()
+    distinct_users, user_of = torch.unique(users, return_inverse=True)
+    distinct_items, item_of = torch.unique(items, return_inverse=True)
+    assert len(distinct_users) < len(users)  # some rows share a user: the case at stake
+    got = model.distinct_logits_and_norms(distinct_users, user_of, distinct_items, item_of)
+    for g, want in zip(got, model.logits_and_norms(users, items), strict=True):
+        torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-5)
+
+
 def test_embedding_init_follows_init_std():
     assert GMF(2000, 2000, 16, init_std=0.01).user.weight.std().item() == pytest.approx(0.01, 0.05)
     assert GMF(2000, 2000, 16, init_std=0.1).item.weight.std().item() == pytest.approx(0.1, 0.05)

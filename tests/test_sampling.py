@@ -3,10 +3,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ncf_tune.sampling import NegativeSampler
+from ncf_tune.sampling import DENSE_PAIRS, NegativeSampler
 
 
-def sampler(num_users: int = 20, num_items: int = 50, seed: int = 0) -> NegativeSampler:
+def sampler(num_users: int = 20, num_items: int = 50, seed: int = 0,
+            dense_pairs: int = DENSE_PAIRS) -> NegativeSampler:
     rng = np.random.default_rng(seed)
     users, items = [], []
     for u in range(num_users):
@@ -14,7 +15,8 @@ def sampler(num_users: int = 20, num_items: int = 50, seed: int = 0) -> Negative
         chosen = rng.choice(num_items, size=2 + u * 2, replace=False)
         users += [u] * len(chosen)
         items += chosen.tolist()
-    return NegativeSampler(torch.tensor(users), torch.tensor(items), num_items)
+    return NegativeSampler(torch.tensor(users), torch.tensor(items), num_items,
+                           dense_pairs=dense_pairs)
 
 
 def test_negatives_are_never_training_positives():
@@ -46,3 +48,11 @@ def test_same_generator_seed_same_epoch():
     c = s.epoch(4, torch.Generator().manual_seed(8))
     assert torch.equal(a.items, b.items)
     assert not torch.equal(a.items, c.items)
+
+
+def test_the_membership_table_and_the_binary_search_draw_the_same_epoch():
+    table, search = sampler(), sampler(dense_pairs=0)
+    assert table.table is not None and search.table is None
+    a = table.epoch(8, torch.Generator().manual_seed(3))
+    b = search.epoch(8, torch.Generator().manual_seed(3))
+    assert torch.equal(a.items, b.items) and torch.equal(a.users, b.users)
