@@ -9,12 +9,14 @@ any trial by validation metric; its test score is computed once, here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
-    grid = tuner.fit()
+    with _quiet_unstarted_trials():
+        grid = tuner.fit()
     elapsed = time.perf_counter() - started
     ended_by_budget = budget_s is not None and elapsed >= budget_s - BUDGET_SLACK_S
     # A stage with unfinished trials is not a result: nothing is written for it.
@@ -164,17 +167,41 @@ def _check_same_search(marker: Path, key: str, stage: spaces.Stage) -> None:
                        "with --resume, or pass --force to start this one over")
 
 
+@contextlib.contextmanager
+def _quiet_unstarted_trials() -> Iterator[None]:
+    """Tune warns, one path each, about every trial with no result file: here those are
+    trials the time budget ended before their first epoch, which the stage's summary
+    counts. Its other warnings still show."""
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | None = None
+                  ) -> OptunaSearch:
+    """The stage's searcher: OptunaSearch over its space (define-by-run, so conditional
+    parameters work), told each trial's best-so-far score (`best_<metric>`), its recipes
+    first. The sampler is TPE with the constant liar: a trial still running counts as a
+    bad result at its config, so trials started side by side are sent to different places
+    instead of all to the same promising one (without it, 16 trials started at once are
+    16 independent draws). `sampler` replaces TPE (benchmarks compare against random)."""
+    if sampler is None:
+        sampler = optuna.samplers.TPESampler(seed=stage.searcher.seed,
+                                             n_startup_trials=stage.searcher.n_startup_trials,
+                                             constant_liar=True)
+    return OptunaSearch(space=stage.define_by_run, metric=f"best_{stage.metric}", mode="max",
+                        sampler=sampler, points_to_evaluate=stage.optuna_points() or None)
+
+
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
                printer: tune.Callback, budget_s: float | None) -> tune.Tuner:
     """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
     folder/tune (a local folder or a storage URI)."""
-    searcher = OptunaSearch(
-        space=stage.define_by_run, metric=f"best_{stage.metric}", mode="max",
-        sampler=optuna.samplers.TPESampler(seed=stage.searcher.seed,
-                                           n_startup_trials=stage.searcher.n_startup_trials,
-                                           constant_liar=True),
-        points_to_evaluate=stage.optuna_points() or None,
-    )
+    searcher = make_searcher(stage)
     offset = 1 if stage.starts_pretrained else 0  # epoch 0 is a rung too (trainable.py)
     if stage.scheduler.type == "asha":
         scheduler = ASHAScheduler(time_attr="evaluations", metric=stage.metric, mode="max",
@@ -241,7 +268,9 @@ def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
             top = clean.loc[clean[stage.metric].idxmax()]
             row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
                 float(top["ndcg"])
-            if res.get_best_checkpoint(stage.metric, "max") is not None:
+            # A trial the time budget stopped while it reported can have figures and no
+            # checkpoint (Tune raises for those): it is listed, not ranked.
+            if res.best_checkpoints and res.get_best_checkpoint(stage.metric, "max"):
                 ranked.append((float(top[stage.metric]), res, row))
         rows.append(row)
         curves[trial_id] = df
