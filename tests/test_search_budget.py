@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import faults
+import optuna
 import pytest
 import ray
 import yaml
@@ -156,6 +157,25 @@ def test_the_searcher_learns_each_trials_best_epoch_not_its_last(tmp_path, ray_l
     last = sorted(float(p[-1]["ndcg"]) for p in progress)
     assert len(told) == 2 and told == pytest.approx(best)
     assert told != pytest.approx(last)
+
+
+def test_parallel_trials_obey_max_concurrent_and_tpe_lies_about_running_ones(tmp_path,
+                                                                            ray_local):
+    # Two CPUs would run two trials at once; the space's max_concurrent: 1 must reach
+    # Tune, and the searcher Tune saved must be TPE with the constant liar.
+    gmf = write_chain(tmp_path, n=4, epochs=2).parent / "gmf.yaml"
+    gmf.write_text(gmf.read_text() + "max_concurrent: 1\n")
+    search.run_chain(gmf, results_dir=tmp_path / "r", experiment="e")
+    tune_dir = tmp_path / "r" / "e" / "gmf" / "tune"
+    spans = sorted((p.parent.joinpath("params.json").stat().st_mtime, p.stat().st_mtime)
+                   for p in tune_dir.glob("*/result.json"))
+    assert len(spans) == 4
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 0.05  # each trial started after the one before it ended
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(tune_dir))
+    sampler = searcher._ot_study.sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._constant_liar
 
 
 def test_resume_continues_only_the_same_search(tmp_path, ray_local):
