@@ -52,7 +52,8 @@ def main() -> None:
         spans = {s.stage: trial_spans(folder / "bench" / s.stage / "tune") for s in summaries}
     slots = args.cpus or os.cpu_count() or 1  # 1 CPU per trial in the shipped spaces
     print(f"\nwall {wall:.0f} s ({wall / 60:.1f} min) in all, data loading and Ray's start "
-          f"included; {slots} trial slots; budget {args.time_budget or 'none'}")
+          f"included; {slots} trial slots; budget "
+          f"{args.time_budget or 'as the space file says (or none)'}")
     print(f"{'stage':7} {'wall s':>7} {'budget':>7} {'trials':>7} {'epochs':>7} "
           f"{'trial s':>8} {'overhead':>9} {'in trial':>9}  {'val NDCG':>8} "
           f"{'test HR':>8} {'test NDCG':>9}")
