@@ -10,6 +10,7 @@ pay it back.
 
 The switch, environment variable NCF_TUNE_COMPILE:
     auto  (default) compile on the CPU when a run has at least MIN_STEPS full batches
+          (MIN_TOWER_STEPS for a model with a tower)
     on    compile on the CPU whatever the run's length (tests, benchmarks)
     off   never compile: the eager steps, which train the same weights, bit for bit, as
           the engine did before fused steps
@@ -42,10 +43,13 @@ from ncf_tune.errors import NcfError
 
 SWITCH = "NCF_TUNE_COMPILE"
 MODES = ("auto", "on", "off")
-# Compiling the MF step took 13 s with an empty cache and 3 s from it (2-core machine,
-# one thread); a fused step saves 2.5 ms (MF) to 30 ms (MLP 512-256-128) a batch, so
-# below a few thousand batches eager is as fast. ML-1M at batch 4096: 2,184 an epoch.
+# Compiling a step takes about 11 s with an empty cache and 2-4 s from it (2-core
+# EPYC, one thread); fused, a step saves about 1.7 ms a batch for GMF-64 as MF and 16 ms
+# for MLP 512-256-128 (benchmarks/epoch_speed.py). So MF pays back its compiling after
+# a few thousand batches, a tower after several hundred. ML-1M at batch 4096: 2,184
+# batches an epoch: one epoch of a NeuMF is worth compiling, one of GMF is not.
 MIN_STEPS = 5000
+MIN_TOWER_STEPS = 1000
 # Compiled variants kept per step (factors, batch sizes, towers: one each). A search
 # process that runs trial after trial (Ray's reuse_actors) meets many; torch's default
 # of 8 would then run the rest eagerly.
@@ -62,12 +66,13 @@ def mode() -> str:
     return value
 
 
-def wanted(device: torch.device, steps: int) -> bool:
-    """Whether a run of `steps` full batches on `device` should use compiled steps."""
+def wanted(device: torch.device, steps: int, tower: bool = False) -> bool:
+    """Whether a run of `steps` full batches on `device` should use compiled steps;
+    `tower`: the model has one (MLP, NeuMF), whose steps pay back compiling sooner."""
     chosen = mode()
     if chosen == "off" or device.type != "cpu":
         return False
-    return chosen == "on" or steps >= MIN_STEPS
+    return chosen == "on" or steps >= (MIN_TOWER_STEPS if tower else MIN_STEPS)
 
 
 class Compiled:

@@ -211,7 +211,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
     # Fused (compiled) steps when the whole run has enough full batches to pay for
     # compiling them; see fused.py.
-    fuse = fused.wanted(users.device, cfg.epochs * (len(users) // cfg.batch_size))
+    fuse = fused.wanted(users.device, cfg.epochs * (len(users) // cfg.batch_size),
+                        tower=hasattr(model, "distinct_logits_and_norms"))
     train_step = make_step(model, optimizer, cfg, fuse)
     for step in range(steps):
         if scheduled:

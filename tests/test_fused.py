@@ -26,6 +26,9 @@ MLP = TrainConfig(model="mlp", layers=(16, 8), biases=True, embedding_l2=0.01, l
                   batch_size=64, epochs=3, lr_schedule="cosine", precision="bf16",
                   num_negatives=2, seed=1)
 GMF_ADAM = MF.replace(optimizer="adam", lr=0.01)
+# fp32: over a whole run, bf16's rounding moves NeuMF's Adam steps apart by more than
+# the bound below (its one-batch gradients are checked in bf16 too)
+NEUMF = MLP.replace(model="neumf", factors=4, precision="fp32")
 
 
 def fit(cfg: TrainConfig, split: data.Split, monkeypatch, switch: str) -> training.FitResult:
@@ -62,8 +65,10 @@ def test_the_fused_mf_step_trains_as_the_eager_one_and_as_reproducibly(ratings_f
         assert x.loss == pytest.approx(y.loss, rel=1e-5)
 
 
-@pytest.mark.parametrize("cfg, kind", [(MLP, "distinct"), (GMF_ADAM, "autograd")],
-                         ids=["MLP bf16: distinct users and items", "GMF with Adam"])
+@pytest.mark.parametrize("cfg, kind", [(MLP, "distinct"), (NEUMF, "distinct"),
+                                       (GMF_ADAM, "autograd")],
+                         ids=["MLP bf16: distinct users and items", "NeuMF: the same",
+                              "GMF with Adam"])
 def test_the_fused_autograd_step_trains_as_the_eager_one(ratings_file, monkeypatch, cfg,
                                                          kind):
     split = data.prepare(ratings_file, seed=0)
@@ -131,6 +136,10 @@ def test_the_switch_and_when_auto_compiles(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv(fused.SWITCH, raising=False)
     assert fused.wanted(cpu, fused.MIN_STEPS) and not fused.wanted(cpu, fused.MIN_STEPS - 1)
+    # a tower's step saves more a batch: it pays back its compiling sooner
+    assert fused.MIN_TOWER_STEPS < fused.MIN_STEPS
+    assert fused.wanted(cpu, fused.MIN_TOWER_STEPS, tower=True)
+    assert not fused.wanted(cpu, fused.MIN_TOWER_STEPS - 1, tower=True)
     assert not fused.wanted(torch.device("cuda"), 10 * fused.MIN_STEPS)  # not built for GPUs
     monkeypatch.setenv(fused.SWITCH, "on")
     assert fused.wanted(cpu, 1)
