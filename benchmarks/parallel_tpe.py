@@ -28,6 +28,7 @@ from collections import deque
 from pathlib import Path
 
 import optuna
+import torch
 
 from ncf_tune import data, spaces, stage, training
 from ncf_tune.config import TrainConfig
@@ -73,7 +74,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="epochs per trial")
     ap.add_argument("--parallel", type=int, default=8, help="trials running at once")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (one per trial)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = spaces.parse(Path(args.space), {"data": args.data, "max_epochs": args.epochs,
                                          "no_recipes": True})
