@@ -46,10 +46,7 @@ def batch_loss(model: nn.Module, users: torch.Tensor, items: torch.Tensor,
     the mean squared norm of the embedding rows used (None: no such term)."""
     with torch.autocast(users.device.type, torch.bfloat16, enabled=bf16):
         logits, norms = model.logits_and_norms(users, items)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-    if embedding_l2 is None:
-        return loss, loss
-    return loss, loss + embedding_l2 * norms.float().mean()
+    return _losses(logits, norms, labels, embedding_l2)
 
 
 def distinct_batch_loss(model: nn.Module, users: torch.Tensor, user_of: torch.Tensor,
@@ -60,6 +57,11 @@ def distinct_batch_loss(model: nn.Module, users: torch.Tensor, user_of: torch.Te
     index into them, through the model's `distinct_logits_and_norms` (MLP, NeuMF)."""
     with torch.autocast(users.device.type, torch.bfloat16, enabled=bf16):
         logits, norms = model.distinct_logits_and_norms(users, user_of, items, item_of)
+    return _losses(logits, norms, labels, embedding_l2)
+
+
+def _losses(logits: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor,
+            embedding_l2: float | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
     if embedding_l2 is None:
         return loss, loss
