@@ -184,9 +184,10 @@ def write_report(experiment_dir: Path, summaries: list[StageSummary],
     for s in summaries:
         counts = ", ".join(f"{n} {k}" for k, n in s.statuses.items() if n)
         budget_note = f" of a {s.budget_s:.0f} s budget" if s.budget_s is not None else ""
+        ran = f"{s.trials} trial ran" if s.trials == 1 else f"{s.trials} trials ran"
         lines += [
             f"## {s.stage} ({NAMES[s.model]})", "",
-            f"{s.trials} trials ran ({counts}), {s.trial_epochs} epochs in all; data "
+            f"{ran} ({counts}), {s.trial_epochs} epochs in all; data "
             f"{s.data} ({s.data_fingerprint}); chosen by validation {s.metric.upper()}@10; "
             f"{s.wall_seconds:.0f} s wall{budget_note}.", "",
             "| | HR@10 | NDCG@10 |", "|---|---|---|",
