@@ -321,7 +321,8 @@ def _built_from(upstream: dict[str, Winner], stage: spaces.Stage) -> str:
     for kind, winner in upstream.items():
         sizes = [c["factors"] if kind == "gmf" else c["layers"][-1]
                  for c in winner.configs[:stage.pretrain_top]]
-        parts.append(f"{len(sizes)} best {NAMES[kind]}s ({', '.join(map(str, sizes))} factors)")
+        best = f"{len(sizes)} best {NAMES[kind]}s" if len(sizes) > 1 else f"best {NAMES[kind]}"
+        parts.append(f"{best} ({', '.join(map(str, sizes))} factors)")
     return ", built from the " + " and the ".join(parts) + " side by side"
 
 
