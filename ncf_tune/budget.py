@@ -10,7 +10,10 @@ so time a stage does not use (it ran out of trials first, or was reused) goes to
 stages after it, and a slow stage cannot eat the time of the next ones. The reserve
 (RESERVE_S, 20 s) covers a stage's finishing after Tune stops it: copying the winners,
 scoring the test set both ways, writing results; once a stage is seen to need more, the
-later stages keep 1.5 times that. Inside a stage
+later stages keep 1.5 times that. A NeuMF stage built from upstream winners knows its
+model's shape before it runs: it times scoring such a model (`finish_seconds`) and takes
+what that needs beyond the reserve out of its own share, as it is the last stage and no
+one after it can absorb an overrun. Inside a stage
 the budget is Ray Tune's own `time_budget_s`: when it is spent Tune stops the running
 trials, and the stage is scored from every epoch its trials finished (ASHA will have cut
 the weak ones early, so the time went to the promising ones).
@@ -27,10 +30,11 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from ncf_tune import spaces, training
+from ncf_tune import ranking, spaces, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import Split
 from ncf_tune.errors import NcfError
@@ -42,6 +46,10 @@ from ncf_tune.sampling import EpochData, NegativeSampler
 RESERVE_S = 20.0
 STARTUP_S = 15.0  # Ray's start, before the first stage
 TRIAL_START_S = 10.0  # a stage's first trial: a worker process, torch imported, data fetched
+MIN_STAGE_S = 2 * TRIAL_START_S  # a finishing estimate never cuts a stage below this
+# Finishing besides test scoring (stopping trials, copying checkpoints, figures, files):
+# what RESERVE_S is for. Measured on ML-1M, 2 cores: 13-25 s a stage.
+FINISH_FIXED_S = RESERVE_S
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -87,12 +95,16 @@ class Budget:
         return self.deadline - time.monotonic()
 
     def stage_seconds(self, stage: spaces.Stage, still_to_run: list[spaces.Stage],
-                      left: float | None = None) -> float:
-        """The share of the time left for `stage`, the first of `still_to_run`."""
+                      left: float | None = None, finish_s: float = 0.0) -> float:
+        """The share of the time left for `stage`, the first of `still_to_run`. finish_s:
+        what finishing this stage is expected to take (`finish_seconds`); beyond the
+        reserve it comes out of the stage's own share, down to MIN_STAGE_S."""
         left = self.left() if left is None else left
         weights = sum(s.budget_share for s in still_to_run)
-        return max(0.0, (left - self.reserve * len(still_to_run)) * stage.budget_share
-                   / weights)
+        share = max(0.0, (left - self.reserve * len(still_to_run)) * stage.budget_share
+                    / weights)
+        extra = max(0.0, finish_s - self.reserve)
+        return max(share - extra, min(share, MIN_STAGE_S))
 
 
 def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, float]:
@@ -145,6 +157,31 @@ def epoch_seconds(stage: spaces.Stage, split: Split, probe_batches: int = 4) -> 
     finally:
         torch.set_num_threads(threads)
     return sample_s + train_s + evaluate_s
+
+
+def finish_seconds(config: dict[str, Any], split: Split, probe_users: int = 256) -> float:
+    """Seconds to finish a stage whose winner's shape is known before it runs (a NeuMF
+    built from upstream winners, `config` as stage.stage_config gives it): scoring the
+    winner's test set with 99 sampled negatives and by full ranking, timed on
+    `probe_users` users with a fresh model of that shape and scaled to every user, plus
+    FINISH_FIXED_S. A wide NeuMF ranks millions of pairs through its tower: on 2 CPU
+    cores that is tens of seconds, more than RESERVE_S, and the last stage has no one
+    after it to absorb an overrun."""
+    layers = tuple(int(x) for x in str(config.get("layers") or "").split(",") if x)
+    model = build(config["model"], split.num_users, split.num_items,
+                  int(config.get("factors") or 8), layers, biases=bool(config.get("biases")))
+    users = split.test.users
+    n = min(len(users), probe_users)
+    if n == 0:
+        return FINISH_FIXED_S
+    for _ in ranking.chunks(model, users[:1], split.num_items):
+        pass  # warm-up: the first call allocates
+    t0 = time.perf_counter()
+    for _ in ranking.chunks(model, users[:n], split.num_items):
+        pass
+    full_s = (time.perf_counter() - t0) * len(users) / n
+    sampled_s = full_s * split.test.candidates.shape[1] / split.num_items
+    return full_s + sampled_s + FINISH_FIXED_S
 
 
 def cheapest_config(stage: spaces.Stage) -> TrainConfig:

@@ -19,7 +19,7 @@ from ncf_tune import budget as ncf_budget
 from ncf_tune import cluster, data, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
-from ncf_tune.stage import Winner, run_stage
+from ncf_tune.stage import Winner, run_stage, stage_config
 from ncf_tune.trainable import train_ncf
 
 KEEP_TOP = 3  # a stage that others pretrain from keeps its best 3 trials' models (or more,
@@ -120,7 +120,13 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
         else:
             if previous is not None and not force:
                 _set_aside(stage, exp_dir, previous.key, shared, why)
-            seconds = budget.stage_seconds(stage, chain[i:]) if budget is not None else None
+            seconds = None
+            if budget is not None:
+                # A NeuMF's shape is known before it runs: time what scoring its winner
+                # will take, so that the stage ends by the deadline, scored.
+                finish = (ncf_budget.finish_seconds(stage_config(stage, upstream), split)
+                          if stage.starts_pretrained else 0.0)
+                seconds = budget.stage_seconds(stage, chain[i:], finish_s=finish)
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
                                 force=force, trainable=trainable, shared=shared,
                                 keep_top=keep_top, budget_s=seconds)

@@ -20,7 +20,7 @@ import yaml
 from conftest import make_ratings, write_dat
 from ray.tune.search.optuna import OptunaSearch
 
-from ncf_tune import budget, cluster, search, spaces
+from ncf_tune import budget, cluster, data, search, spaces
 from ncf_tune.errors import Interrupted, NcfError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,6 +106,25 @@ def test_durations_parse_and_bad_ones_are_refused_at_parse_time(tmp_path):
                        timeout=60, cwd=tmp_path)
     assert p.returncode == 2 and "--time-budget" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_stage_that_is_slow_to_finish_gets_less_time_to_search(tmp_path):
+    # The last stage has no one after it to absorb an overrun: what scoring its winner
+    # will take beyond the reserve comes out of its own share, never below MIN_STAGE_S.
+    space = write_chain(tmp_path)
+    chain = [spaces.parse(tmp_path / f"{n}.yaml", {}) for n in ("gmf", "mlp", "neumf")]
+    b = budget.Budget.start("10m")
+    plain = b.stage_seconds(chain[2], chain[2:], left=100.0)
+    assert plain == 100.0 - budget.RESERVE_S
+    assert b.stage_seconds(chain[2], chain[2:], left=100.0, finish_s=5.0) == plain
+    assert b.stage_seconds(chain[2], chain[2:], left=100.0,
+                           finish_s=budget.RESERVE_S + 30) == plain - 30
+    assert b.stage_seconds(chain[2], chain[2:], left=100.0, finish_s=1e6) == budget.MIN_STAGE_S
+    # The estimate: test scoring timed on a few users of the data, scaled to all of them.
+    split = data.prepare(spaces.parse(space, {}).data)
+    config = {"model": "neumf", "factors": 8, "layers": "16,8", "biases": True}
+    estimate = budget.finish_seconds(config, split, probe_users=4)
+    assert budget.FINISH_FIXED_S < estimate < budget.FINISH_FIXED_S + 30
 
 
 def test_a_budget_too_small_for_one_epoch_is_one_line_before_any_trial(tmp_path):
