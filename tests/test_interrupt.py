@@ -52,7 +52,7 @@ def finished_trials(stage_dir: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_stopped_search_finishes_with_resume(tmp_path, sig):
-    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=700, num_items=300,
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=350, num_items=300,
                                                                max_per_user=60))
     space = tmp_path / "gmf.yaml"
     space.write_text(SPACE.format(data=ratings))
