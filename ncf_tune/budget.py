@@ -167,7 +167,10 @@ def finish_seconds(config: dict[str, Any], split: Split, probe_users: int = 256)
     FINISH_FIXED_S. A wide NeuMF ranks millions of pairs through its tower: on 2 CPU
     cores that is tens of seconds, more than RESERVE_S, and the last stage has no one
     after it to absorb an overrun."""
-    layers = tuple(int(x) for x in str(config.get("layers") or "").split(",") if x)
+    layers = config.get("layers") or ()
+    if isinstance(layers, str):  # "64,32,16" as stage_config writes it, or a list
+        layers = layers.split(",")
+    layers = tuple(int(x) for x in layers)
     model = build(config["model"], split.num_users, split.num_items,
                   int(config.get("factors") or 8), layers, biases=bool(config.get("biases")))
     users = split.test.users

@@ -124,7 +124,8 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
             if budget is not None:
                 # A NeuMF's shape is known before it runs: time what scoring its winner
                 # will take, so that the stage ends by the deadline, scored.
-                finish = (ncf_budget.finish_seconds(stage_config(stage, upstream), split)
+                shape = {**stage.fixed_space(), **stage_config(stage, upstream)}
+                finish = (ncf_budget.finish_seconds(shape, split)
                           if stage.starts_pretrained else 0.0)
                 seconds = budget.stage_seconds(stage, chain[i:], finish_s=finish)
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,

@@ -125,6 +125,8 @@ def test_a_stage_that_is_slow_to_finish_gets_less_time_to_search(tmp_path):
     config = {"model": "neumf", "factors": 8, "layers": "16,8", "biases": True}
     estimate = budget.finish_seconds(config, split, probe_users=4)
     assert budget.FINISH_FIXED_S < estimate < budget.FINISH_FIXED_S + 30
+    listed = budget.finish_seconds({**config, "layers": [16, 8]}, split, probe_users=4)
+    assert budget.FINISH_FIXED_S < listed < budget.FINISH_FIXED_S + 30
 
 
 def test_a_budget_too_small_for_one_epoch_is_one_line_before_any_trial(tmp_path):
