@@ -30,7 +30,6 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -132,8 +131,7 @@ def epoch_seconds(stage: spaces.Stage, split: Split, probe_batches: int = 4) -> 
     timed on `probe_batches` batches with the trial's thread count. A NeuMF built from
     pretrained stages may end after its untrained mix is scored: one evaluation."""
     cfg = cheapest_config(stage)
-    model = build(cfg.model, split.num_users, split.num_items, cfg.factors, cfg.layers,
-                  cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
+    model = _fresh_model(cfg, split)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, math.ceil(stage.cpu)))
     try:
@@ -159,20 +157,15 @@ def epoch_seconds(stage: spaces.Stage, split: Split, probe_batches: int = 4) -> 
     return sample_s + train_s + evaluate_s
 
 
-def finish_seconds(config: dict[str, Any], split: Split, probe_users: int = 256) -> float:
+def finish_seconds(cfg: TrainConfig, split: Split, probe_users: int = 256) -> float:
     """Seconds to finish a stage whose winner's shape is known before it runs (a NeuMF
-    built from upstream winners, `config` as stage.stage_config gives it): scoring the
-    winner's test set with 99 sampled negatives and by full ranking, timed on
-    `probe_users` users with a fresh model of that shape and scaled to every user, plus
-    FINISH_FIXED_S. A wide NeuMF ranks millions of pairs through its tower: on 2 CPU
-    cores that is tens of seconds, more than RESERVE_S, and the last stage has no one
-    after it to absorb an overrun."""
-    layers = config.get("layers") or ()
-    if isinstance(layers, str):  # "64,32,16" as stage_config writes it, or a list
-        layers = layers.split(",")
-    layers = tuple(int(x) for x in layers)
-    model = build(config["model"], split.num_users, split.num_items,
-                  int(config.get("factors") or 8), layers, biases=bool(config.get("biases")))
+    built from upstream winners; `cfg` as its trials get it): scoring the winner's test
+    set with 99 sampled negatives and by full ranking, timed on `probe_users` users with
+    a fresh model of that shape and scaled to every user, plus FINISH_FIXED_S. A wide
+    NeuMF ranks millions of pairs through its tower: on 2 CPU cores that is tens of
+    seconds, more than RESERVE_S, and the last stage has no one after it to absorb an
+    overrun."""
+    model = _fresh_model(cfg, split)
     users = split.test.users
     n = min(len(users), probe_users)
     if n == 0:
@@ -185,6 +178,11 @@ def finish_seconds(config: dict[str, Any], split: Split, probe_users: int = 256)
     full_s = (time.perf_counter() - t0) * len(users) / n
     sampled_s = full_s * split.test.candidates.shape[1] / split.num_items
     return full_s + sampled_s + FINISH_FIXED_S
+
+
+def _fresh_model(cfg: TrainConfig, split: Split) -> torch.nn.Module:
+    return build(cfg.model, split.num_users, split.num_items, cfg.factors, cfg.layers,
+                 cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
 
 
 def cheapest_config(stage: spaces.Stage) -> TrainConfig:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ncf_tune import budget as ncf_budget
 from ncf_tune import cluster, data, results, spaces
 from ncf_tune import storage as ncf_storage
+from ncf_tune.config import TrainConfig
 from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
 from ncf_tune.stage import Winner, run_stage, stage_config
 from ncf_tune.trainable import train_ncf
@@ -120,13 +121,15 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
         else:
             if previous is not None and not force:
                 _set_aside(stage, exp_dir, previous.key, shared, why)
-            seconds = None
-            if budget is not None:
+            seconds, finish = None, 0.0
+            if budget is not None and stage.starts_pretrained:
                 # A NeuMF's shape is known before it runs: time what scoring its winner
                 # will take, so that the stage ends by the deadline, scored.
-                shape = {**stage.fixed_space(), **stage_config(stage, upstream)}
-                finish = (ncf_budget.finish_seconds(shape, split)
-                          if stage.starts_pretrained else 0.0)
+                shape = TrainConfig.from_dict({**stage.fixed_space(),
+                                               **stage_config(stage, upstream)},
+                                              where=str(stage.path))
+                finish = ncf_budget.finish_seconds(shape, split)
+            if budget is not None:
                 seconds = budget.stage_seconds(stage, chain[i:], finish_s=finish)
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
                                 force=force, trainable=trainable, shared=shared,

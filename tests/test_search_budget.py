@@ -21,6 +21,7 @@ from conftest import make_ratings, write_dat
 from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import budget, cluster, data, search, spaces
+from ncf_tune.config import TrainConfig
 from ncf_tune.errors import Interrupted, NcfError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,9 +124,10 @@ def test_a_stage_that_is_slow_to_finish_gets_less_time_to_search(tmp_path):
     # The estimate: test scoring timed on a few users of the data, scaled to all of them.
     split = data.prepare(spaces.parse(space, {}).data)
     config = {"model": "neumf", "factors": 8, "layers": "16,8", "biases": True}
-    estimate = budget.finish_seconds(config, split, probe_users=4)
+    estimate = budget.finish_seconds(TrainConfig.from_dict(config), split, probe_users=4)
     assert budget.FINISH_FIXED_S < estimate < budget.FINISH_FIXED_S + 30
-    listed = budget.finish_seconds({**config, "layers": [16, 8]}, split, probe_users=4)
+    listed = budget.finish_seconds(TrainConfig.from_dict({**config, "layers": [16, 8]}),
+                                   split, probe_users=4)
     assert budget.FINISH_FIXED_S < listed < budget.FINISH_FIXED_S + 30
 
 
