@@ -26,8 +26,12 @@ class TrainConfig:
     factors: int = 8  # GMF embedding size: the paper's "predictive factors"
     layers: tuple[int, ...] = (64, 32, 16, 8)  # MLP tower; layers[0] = user + item embedding
     epochs: int = 20  # the paper trains 20 epochs at most; a pretrained NeuMF may take 0
-    batch_size: int = 256  # paper: 256; larger batches want a larger lr
-    lr: float = 1e-3  # paper: Adam 1e-3
+    batch_size: int = 256  # paper: 256; a speed knob when lr_batch is set
+    lr: float = 1e-3  # paper: Adam 1e-3; the step size at lr_batch rows a batch
+    # The batch size `lr` was chosen at (0: batch_size itself). Trained at another batch
+    # size, lr is scaled from it (training.batch_lr): linearly for SGD, by the square root
+    # for Adam and RMSprop, so that a GPU-sized batch trains the model a CPU-sized one does.
+    lr_batch: int = 0
     optimizer: str = "adam"  # adam | sgd | rmsprop (the notebook's three)
     momentum: float = 0.9  # sgd momentum (the notebook's 0.9); rmsprop uses 0, as the notebook
     lr_schedule: str = "constant"  # constant | cosine: decay to 0 at `epochs` (per batch)
@@ -115,6 +119,8 @@ class TrainConfig:
             raise bad("eval", f"is not one of {', '.join(EVALS)}")
         if self.warmup_epochs < 0:
             raise bad("warmup_epochs", "must be >= 0")
+        if self.lr_batch < 0:
+            raise bad("lr_batch", "must be >= 0 (0: lr is for batch_size itself)")
         if self.schedule_epochs < 0:
             raise bad("schedule_epochs", "must be >= 0 (0: the schedule ends at epochs)")
         for key in ("l2", "embedding_l2"):

@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="MLP tower sizes, comma separated, e.g. 64,32,16,8")
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr-batch", type=int, help="the batch size --lr was chosen at; at another "
+                   "--batch-size lr is scaled from it (linear for SGD, square root for Adam)")
     p.add_argument("--num-negatives", type=positive_int)
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     p.add_argument("--warmup-epochs", type=int)

@@ -50,28 +50,51 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     params = [p for p in model.parameters() if p.requires_grad]  # not a dot product's h
     if cfg.optimizer == "adam":
         on_cpu = all(p.device.type == "cpu" for p in params)
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.l2,
+        return torch.optim.Adam(params, lr=batch_lr(cfg), weight_decay=cfg.l2,
                                 fused=(on_cpu and fused.mode() != "off") or None)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.l2)
+        return torch.optim.SGD(params, lr=batch_lr(cfg), momentum=cfg.momentum,
+                               weight_decay=cfg.l2)
     # The notebook's RMSprop: alpha 0.99, no momentum (and, there, no L2; here, l2 applies).
-    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.99, weight_decay=cfg.l2)
+    return torch.optim.RMSprop(params, lr=batch_lr(cfg), alpha=0.99, weight_decay=cfg.l2)
+
+
+def batch_lr(cfg: TrainConfig) -> float:
+    """`cfg.lr`, chosen at `cfg.lr_batch` rows a batch, as the step size at
+    `cfg.batch_size` rows: batch size is a speed knob, not a quality knob.
+
+    The rule, with r = batch_size / lr_batch:
+    - SGD: lr * r (linear; Goyal et al. 2017). The loss is the batch mean, so a row's
+      gradient is scaled by 1/batch; times r, every row moves as far per epoch at any
+      batch size. For MF with plain SGD a row's step is then exactly the same (it
+      depends on its own row only), up to rows met twice in one batch.
+    - Adam, RMSprop: lr * sqrt(r) (the square-root rule of Malladi et al. 2022 for
+      adaptive methods): their steps are normalised by the gradient's scale, so a larger
+      batch does not move rows further per step, and r times fewer steps need sqrt(r)
+      times longer ones.
+    Measured: benchmarks/batch_invariance.py, docs/RESULTS.md.
+    """
+    r = cfg.batch_size / (cfg.lr_batch or cfg.batch_size)
+    if r == 1:
+        return cfg.lr
+    return cfg.lr * (r if cfg.optimizer == "sgd" else math.sqrt(r))
 
 
 def learning_rate(cfg: TrainConfig, progress: float) -> float:
     """The step size after `progress` epochs (fractional): a linear warmup over
     `warmup_epochs`, then constant or cosine-decayed to 0 at `cfg.epochs` (or at
-    `cfg.schedule_epochs`, when set).
+    `cfg.schedule_epochs`, when set); the peak is `batch_lr(cfg)`.
 
     A pure function of progress, so a resumed run needs no scheduler state.
     """
+    lr = batch_lr(cfg)
     if progress < cfg.warmup_epochs:
-        return cfg.lr * (progress + 1e-3) / cfg.warmup_epochs
+        return lr * (progress + 1e-3) / cfg.warmup_epochs
     if cfg.lr_schedule == "cosine":
         span = max((cfg.schedule_epochs or cfg.epochs) - cfg.warmup_epochs, 1e-9)
         done = min((progress - cfg.warmup_epochs) / span, 1.0)
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
-    return cfg.lr
+        return lr * 0.5 * (1.0 + math.cos(math.pi * done))
+    return lr
 
 
 @dataclass(frozen=True)

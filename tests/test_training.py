@@ -8,6 +8,7 @@ import torch
 from ncf_tune import checkpoint, data, mf_sgd, models, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
+from ncf_tune.steps import make_step
 
 
 def tiny_split(ratings_file) -> data.Split:
@@ -221,3 +222,47 @@ def test_eval_full_scores_each_epoch_by_full_ranking(ratings_file):
     assert want != (sampled.history[0].hr, sampled.history[0].ndcg)  # it is another metric
     with pytest.raises(NcfError, match="eval='all' is not one of sampled, full"):
         TrainConfig.from_dict({"eval": "all"})
+
+
+def test_batch_lr_scales_from_the_batch_lr_was_chosen_at():
+    sgd = TrainConfig(model="gmf", optimizer="sgd", lr=0.5, batch_size=1024, lr_batch=256)
+    assert training.batch_lr(sgd) == pytest.approx(2.0)  # linear: 4x the rows, 4x the lr
+    adam = sgd.replace(optimizer="adam", lr=1e-3)
+    assert training.batch_lr(adam) == pytest.approx(2e-3)  # square root
+    assert training.batch_lr(adam.replace(lr_batch=0)) == 1e-3  # lr is for batch_size
+    assert training.batch_lr(adam.replace(lr_batch=1024)) == 1e-3
+    assert training.learning_rate(sgd, 0.0) == pytest.approx(2.0)  # schedules peak there
+    with pytest.raises(NcfError, match="lr_batch=-1"):
+        TrainConfig.from_dict({"lr_batch": -1})
+
+
+def test_one_plain_sgd_step_at_twice_the_batch_moves_rows_as_two_steps_do():
+    # 2B rows with distinct users and items: with lr scaled linearly, one step of 2B
+    # rows moves every row as far as two steps of B rows (only the shared output offset,
+    # which the second step sees moved, differs a little)
+    torch.manual_seed(0)
+    b = 32
+    users, items = torch.randperm(100)[:2 * b], torch.randperm(100)[:2 * b]
+    labels = (torch.rand(2 * b) < 0.5).float()
+    cfg = TrainConfig(model="gmf", factors=8, dot_product=True, optimizer="sgd", momentum=0.0,
+                      lr=0.05, batch_size=b, lr_batch=b, init_std=0.1)
+    base = models.build("gmf", 100, 100, 8, cfg.layers, 0.0, 0.1, False, True)
+
+    def trained(config: TrainConfig, batches: list[slice]) -> torch.nn.Module:
+        model = models.build("gmf", 100, 100, 8, cfg.layers, 0.0, 0.1, False, True)
+        model.load_state_dict(base.state_dict())
+        step = make_step(model, training.build_optimizer(model, config), config, False)
+        for s in batches:
+            step(users[s], items[s], labels[s])
+        return model
+
+    two = trained(cfg, [slice(0, b), slice(b, 2 * b)])
+    one = trained(cfg.replace(batch_size=2 * b), [slice(0, 2 * b)])
+    unscaled = trained(cfg.replace(batch_size=2 * b, lr_batch=0), [slice(0, 2 * b)])
+
+    def moved(model: torch.nn.Module) -> torch.Tensor:
+        return model.user.weight.detach() - base.user.weight.detach()
+
+    scale = moved(two).abs().max()
+    assert (moved(one) - moved(two)).abs().max() < 0.05 * scale
+    assert (moved(unscaled) - moved(two)).abs().max() > 0.3 * scale  # half as far
