@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncf_tune import budget as ncf_budget
-from ncf_tune import cluster, data, results, spaces
+from ncf_tune import cluster, data, placement, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
@@ -60,6 +60,8 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
     overrides = {"num_samples": num_samples, "max_epochs": max_epochs, "data": data_source,
                  "seed": seed, "no_recipes": no_recipes}
     chain = spaces.load_chain(space, overrides)
+    if address is None:
+        placement.check_local_gpus(gpus)  # before the data: a typo should fail at once
     last = chain[-1]
     time_budget = time_budget or last.time_budget
     budget = (ncf_budget.Budget.start(time_budget, started)
@@ -96,7 +98,7 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
     shared: the experiment's folder in --storage, if any: trials go there, and each
     winner's checkpoint is copied there for the stages downstream to load.
     """
-    chain = cluster.check_resources(chain)
+    chain = cluster.check_resources(chain, users_items=(split.num_users, split.num_items))
     winners: dict[str, Winner] = {}
     summaries = []
     for i, stage in enumerate(chain):

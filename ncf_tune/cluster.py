@@ -22,7 +22,7 @@ from typing import Any
 
 import ray
 
-from ncf_tune import spaces
+from ncf_tune import placement, spaces
 from ncf_tune.errors import NcfError
 
 MIN_FREE_BYTES = 256 * 2**20  # checkpoints of a few trials; refuse before trials start
@@ -139,21 +139,34 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def check_resources(chain: list[spaces.Stage], have: dict[str, float] | None = None
+def check_resources(chain: list[spaces.Stage], have: dict[str, float] | None = None,
+                    users_items: tuple[int, int] = (0, 0), gpu_bytes: int | None = None
                     ) -> list[spaces.Stage]:
     """Refuse a stage that asks for more per trial than the cluster has; settle gpu.
 
-    A stage that does not say: CPU trials, one per core, even when Ray sees GPUs. At the
-    shipped batch sizes an H200 trains GMF-64 no faster than one CPU core (1.9M vs 2.0M
-    rows/s, docs/PERFORMANCE.md), so half a GPU per trial would leave all but two cores
-    idle. A space that wants GPUs says so (`resources: {gpu: 0.25}`).
-    have: the cluster's resources (default: Ray's, as it runs now).
+    A stage that does not say `resources.gpu` shares the cluster's GPUs when it has any:
+    k trials a GPU (`placement.trials_per_gpu`, from the CPU cores per GPU, `gpu_bytes`
+    per GPU (default: the smallest GPU this machine's torch sees) and the stage's biggest
+    model on `users_items` users and items), printed once per stage; else it runs CPU
+    trials. `--gpus 0` (a Ray without GPUs) keeps CPU trials. have: the cluster's
+    resources (default: Ray's, as it runs now).
     """
     have = ray.cluster_resources() if have is None else have
+    gpus, cpus = have.get("GPU", 0), have.get("CPU", 0)
+    if gpus >= 1 and gpu_bytes is None:
+        gpu_bytes = placement.local_gpu_bytes()  # None on a driver without a GPU
     settled = []
     for stage in chain:
         if stage.gpu is None:
             stage = dataclasses.replace(stage, gpu=0.0)
+            if gpus >= 1:
+                k = placement.trials_per_gpu(
+                    cpus / gpus, stage.cpu, gpu_bytes,
+                    placement.trial_bytes(*users_items, *_largest_shape(stage, chain)))
+                stage = dataclasses.replace(stage, gpu=1.0 / k)
+                print(f"[{stage.name}] {k} trial(s) share each of {gpus:g} GPU(s) ({stage.cpu:g} "
+                      f"CPU + {stage.gpu:g} GPU a trial, batches of at least "
+                      f"{placement.GPU_BATCH}); --gpus 0 for CPU trials")
         settled.append(stage)
         for name, want in (("cpu", stage.cpu), ("gpu", stage.gpu)):
             got = have.get(name.upper(), 0)
@@ -161,3 +174,29 @@ def check_resources(chain: list[spaces.Stage], have: dict[str, float] | None = N
                 raise NcfError(f"{stage.path}: resources.{name}={want:g} per trial, but the Ray "
                                f"cluster has {got:g}; lower it (or --{name}s N, --address)")
     return settled
+
+
+def _largest_shape(stage: spaces.Stage, chain: list[spaces.Stage]
+                   ) -> tuple[int, tuple[int, ...], str]:
+    """(factors, layers, model) of the stage's biggest config: the largest choice of each
+    size; a NeuMF built from upstream stages, their biggest times pretrain_top."""
+    def layers_of(value: object) -> tuple[int, ...]:
+        return tuple(int(x) for x in str(value).strip("[]()").split(","))
+
+    def biggest(s: spaces.Stage, name: str, default: object) -> object:
+        p = s.params.get(name)
+        if p is None:
+            return default
+        size = (lambda v: sum(layers_of(v))) if name == "layers" else int
+        return max(spaces.extremes(p) or [p.args[0]], key=size)
+
+    factors = int(biggest(stage, "factors", 8))
+    layers = layers_of(biggest(stage, "layers", "64,32,16,8"))
+    if stage.starts_pretrained:
+        ups = {s.model: s for s in chain if s.path in stage.pretrain.values()}
+        n = stage.pretrain_top
+        if "gmf" in ups:
+            factors = n * int(biggest(ups["gmf"], "factors", 8))
+        if "mlp" in ups:
+            layers = tuple(n * x for x in layers_of(biggest(ups["mlp"], "layers", "64,32,16,8")))
+    return factors, layers, stage.model

@@ -22,7 +22,8 @@
     metric: ndcg                       # validation ndcg | hr (@10), higher is better
     eval: sampled                      # sampled (99 negatives, the paper's) | full ranking
     resources: {cpu: 1, gpu: 0.25}     # per trial; gpu 0.25 = four trials per GPU;
-                                       # gpu left out: 0 (CPU trials, one per core)
+                                       # gpu left out: trials share the GPUs Ray sees
+                                       # (placement.py), CPU trials where it sees none
     searcher: {seed: 0, n_startup_trials: 5, points_to_evaluate: [{lr: 0.001}]}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}   # or {type: none}
 
@@ -143,7 +144,7 @@ class Stage:
     metric: str
     mode: str
     cpu: float
-    gpu: float | None  # None: decided when Ray starts (0.5 per trial if it sees a GPU)
+    gpu: float | None  # None: settled when Ray runs (shares its GPUs; 0 where it has none)
     searcher: Searcher = field(default_factory=Searcher)
     scheduler: Scheduler = field(default_factory=Scheduler)
     # NeuMF from the n best trials of each upstream stage, side by side (an ensemble that
@@ -346,7 +347,7 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
         raise NcfError(f"{where}: resources must be a mapping like {{cpu: 1, gpu: 0.5}}")
     _no_unknown(resources, ("cpu", "gpu"), f"{where}: resources")
     cpu = _number(resources.get("cpu", 1), f"{where}: resources.cpu", low=0.01)
-    gpu = resources.get("gpu")  # None: 0.5 when Ray sees a GPU, else 0 (see search.py)
+    gpu = resources.get("gpu")  # None: settled once Ray runs (cluster.check_resources)
     if gpu is not None:
         gpu = _number(gpu, f"{where}: resources.gpu", low=0)
     if gpu is not None and gpu > 1 and gpu != int(gpu):

@@ -1,8 +1,8 @@
 """The Ray Tune function trainable: `training.fit` with a report and a checkpoint per epoch.
 
 Each epoch reports {epoch, loss, hr, ndcg, best_hr, best_ndcg, evaluations, seconds,
-diverged} (hr/ndcg: validation @10 of this epoch; best_*: the trial's best so far) with a
-`tune.Checkpoint` holding model.pt, so ASHA can stop the trial after any epoch, Tune
+diverged, node, device} (hr/ndcg: validation @10 of this epoch; best_*: the trial's best
+so far) with a `tune.Checkpoint` holding model.pt, so ASHA can stop the trial after any epoch, Tune
 keeps the trial's best epoch, and a failed or interrupted trial restarts from its last
 checkpoint (`tune.get_checkpoint()`).
 
@@ -26,7 +26,7 @@ import ray
 import torch
 from ray import tune
 
-from ncf_tune import checkpoint, training
+from ncf_tune import checkpoint, placement, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import Split
 
@@ -37,12 +37,16 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
     # value is also under the param's own name.
     cfg = TrainConfig.from_dict({k: v for k, v in config.items() if "@" not in k},
                                 where="trial config")
-    # Ray gives each trial its CPUs (and, with gpu > 0, sets CUDA_VISIBLE_DEVICES to its
-    # GPU): use that many torch threads, and the GPU when there is one.
+    # Ray gives each trial its CPUs and, with gpu > 0, a GPU: use that many torch threads,
+    # and that GPU alone (placement.py), at a GPU-sized batch.
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(math.ceil(cpus))))
-    device = training.choose_device("auto")
+    device = placement.trial_device()
+    cfg = placement.on_device(cfg, device)
     node = ray.get_runtime_context().get_node_id()[:12]  # which machine of a cluster ran it
+    # which device: "cpu", or "cuda:0 (GPU 3)": the worker's ordinal and Ray's GPU id
+    where = str(device) if device.type == "cpu" else \
+        f"{device} (GPU {','.join(map(str, ray.get_gpu_ids()))})"
     resume = None
     best = {"best_hr": 0.0, "best_ndcg": 0.0}
     restored = tune.get_checkpoint()
@@ -58,7 +62,8 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
             best["best_ndcg"] = max(best["best_ndcg"], res.ndcg)
         metrics = {"epoch": res.epoch, "evaluations": res.epoch + offset, "loss": res.loss,
                    "hr": res.hr, "ndcg": res.ndcg, **best, "seconds": res.seconds,
-                   "train_seconds": res.train_seconds, "diverged": res.diverged, "node": node}
+                   "train_seconds": res.train_seconds, "diverged": res.diverged, "node": node,
+                   "device": where}
         if res.diverged:  # nothing worth restoring; hr/ndcg are 0 (NaN scores rank last)
             tune.report(metrics)
             return
