@@ -304,6 +304,8 @@ def _best_config(top: ckpt.Checkpoint, stage: spaces.Stage) -> dict[str, Any]:
     cfg = top.config
     if cfg.lr_schedule == "cosine" and not cfg.schedule_epochs:
         cfg = cfg.replace(schedule_epochs=cfg.epochs)  # the trial's decay, cut at its best
+    # lr as the trial chose it: retrained at another --batch-size, it is scaled from here
+    cfg = cfg.replace(lr_batch=cfg.lr_batch or cfg.batch_size)
     # threads: the trial's (trainable.py); bf16 on another count rounds differently
     best_config = {**cfg.replace(epochs=top.epoch).to_dict(), "data": stage.data,
                    "threads": max(1, math.ceil(stage.cpu))}
