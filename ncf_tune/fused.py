@@ -11,13 +11,13 @@ pay it back.
 The switch, environment variable NCF_TUNE_COMPILE:
     auto  (default) compile on the CPU when a run has at least MIN_STEPS full batches
           (MIN_TOWER_STEPS for a model with a tower)
-    on    compile on the CPU whatever the run's length (tests, benchmarks)
+    on    compile whatever the run's length, on the CPU and on CUDA (tests, benchmarks)
     off   never compile: the eager steps, which train the same weights, bit for bit, as
           the engine did before fused steps
 auto and on also make Adam on the CPU torch's fused kernel (training.build_optimizer),
 which needs no compiling.
-Not on CUDA: there a step would be compiled for a GPU (and replayed as a CUDA graph),
-which has not been built or measured yet; CUDA runs stay eager.
+On CUDA, `on` compiles the same steps for the GPU (inductor's Triton kernels); `auto`
+keeps CUDA runs eager until that is measured on a GPU (benchmarks/gpu_check.sh).
 
 Determinism: the generated loops run on one thread (`cpp.threads`: 1), so each row's
 update is added in batch order, as the eager index_add_ does; the same seed gives the
@@ -70,8 +70,10 @@ def wanted(device: torch.device, steps: int, tower: bool = False) -> bool:
     """Whether a run of `steps` full batches on `device` should use compiled steps;
     `tower`: the model has one (MLP, NeuMF), whose steps pay back compiling sooner."""
     chosen = mode()
-    if chosen == "off" or device.type != "cpu":
+    if chosen == "off" or device.type not in ("cpu", "cuda"):
         return False
+    if device.type == "cuda":  # unmeasured there: on request only (gpu_check.sh times it)
+        return chosen == "on"
     return chosen == "on" or steps >= (MIN_TOWER_STEPS if tower else MIN_STEPS)
 
 
