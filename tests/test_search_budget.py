@@ -237,16 +237,15 @@ def test_a_stage_moved_aside_keeps_pointing_at_the_models_it_was_built_from(tmp_
     assert Path(summary["best_config"]["pretrain_gmf"]).parent == moved["gmf"]
 
 
-def test_trials_run_on_cpus_unless_a_space_asks_for_gpus(tmp_path):
+def test_a_space_that_names_its_gpu_share_keeps_it(tmp_path):
     chain = spaces.load_chain(write_chain(tmp_path))
-    # one GPU beside 16 cores: 16 CPU trials at once, not 2 half-GPU trials
-    settled = cluster.check_resources(chain, {"CPU": 16, "GPU": 1})
-    assert [s.gpu for s in settled] == [0.0, 0.0, 0.0]
+    # without resources.gpu: Ray's GPUs shared (tests/test_placement.py), none: CPU trials
+    assert [s.gpu for s in cluster.check_resources(chain, {"CPU": 16})] == [0.0, 0.0, 0.0]
     (tmp_path / "g.yaml").write_text((tmp_path / "gmf.yaml").read_text()
-                                     + "resources: {cpu: 1, gpu: 0.25}\n")
+                                     + "resources: {cpu: 1, gpu: 0.5}\n")
     asked = cluster.check_resources(spaces.load_chain(tmp_path / "g.yaml"),
                                     {"CPU": 16, "GPU": 1})
-    assert asked[0].gpu == 0.25
+    assert asked[0].gpu == 0.5
 
 
 def test_run_chain_leaves_the_process_as_it_found_it(tmp_path):
