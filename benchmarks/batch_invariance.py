@@ -73,7 +73,8 @@ def main() -> None:
                           "best_epoch": top.epoch,
                           "s_per_epoch": round((time.perf_counter() - t0) / epochs, 2),
                           "fastest_epoch_s": round(min(r.seconds for r in fit.history), 3),
-                          "device": str(device)}),
+                          "device": str(device),
+                          "curve": [round(r.ndcg, 4) for r in fit.history]}),
               flush=True)
     print(json.dumps({"stage": args.stage, "max_gap_ndcg": round(
         max(abs(b - best[0]) for b in best), 4)}))

@@ -8,7 +8,7 @@ the same epoch (same negatives, same order) from the same weights, in this proce
 after the other, and end with the same weights up to float rounding (printed: the
 largest difference). ncf_tune uses the hand-written step (ncf_tune/mf_sgd.py) wherever
 it applies; autograd is forced here only to compare. Both run eagerly here (compiled,
-the step is `mf_sgd.fused_step`: benchmarks/epoch_speed.py times it).
+the same `mf_sgd.step`: benchmarks/epoch_speed.py times it).
 """
 
 from __future__ import annotations

@@ -93,6 +93,10 @@ class Compiled:
         self.what = what
         self.varying = varying
         self.compiled = torch.compile(fn, fullgraph=True, dynamic=False, options=_OPTIONS)
+        # On CUDA a step is a few kernels a batch, each launched from Python: replayed as
+        # one CUDA graph ("reduce-overhead") where its shapes are fixed.
+        self.compiled_cuda = torch.compile(fn, fullgraph=True, dynamic=False,
+                                           mode="reduce-overhead")
         self.failed = False
         self.compile_seconds = 0.0
         self._seen: set[tuple] = set()
@@ -103,12 +107,13 @@ class Compiled:
         for i in self.varying:
             torch._dynamo.mark_dynamic(args[i], 0)
         key = _signature(args, self.varying)
+        compiled = self.compiled_cuda if _on_cuda(args) else self.compiled
         if key in self._seen:
-            return self.compiled(*args)
+            return compiled(*args)
         t0 = time.perf_counter()
         try:
             with torch._dynamo.config.patch(recompile_limit=MAX_VARIANTS):
-                out = self.compiled(*args)
+                out = compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any failure to compile: run eagerly
             self.failed = True
             print(f"ncf_tune: {self.what} runs eagerly, torch.compile failed: "
@@ -117,6 +122,16 @@ class Compiled:
         self.compile_seconds += time.perf_counter() - t0
         self._seen.add(key)
         return out
+
+
+def _on_cuda(args: tuple) -> bool:
+    """Whether the step's tensors (or its module's) live on a CUDA device."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device.type == "cuda"
+        if isinstance(a, nn.Module):
+            return next(a.parameters()).device.type == "cuda"
+    return False
 
 
 def _signature(args: tuple, varying: tuple[int, ...] = ()) -> tuple:

@@ -13,16 +13,13 @@ the gradient is short. With g = sigmoid(logit) - label for each of the batch's B
     d b_u  = (g + 2 embedding_l2 b_u) / B          (and b_i alike)
     d b    = mean g                                (the global offset: no L2)
 
-and a step adds -lr times each row's gradient to the rows the batch used (index_add_,
+and a step adds -lr times each row's gradient to the rows the batch used (accumulated,
 so a user twice in a batch gets both). It is the autograd step's maths up to float
-rounding (tests/test_training.py compares the two), about twice as fast on a CPU core at
-64-128 factors (benchmarks/mf_sgd_speed.py). training.train_epoch uses it whenever
-`applies` says so.
-
-Eager, that step is still a dozen ops, and index_add_ on a CPU adds row by row (one
-dispatch each). `fused_step` is the same maths for torch.compile: inductor turns it into
-one pass over the batch (gathers, dot products, gradients) and one per table (the row
-updates), about 8x faster again (benchmarks/epoch_speed.py). steps.py picks which runs.
+rounding (tests/test_training.py compares the two), about twice as fast on a CPU core
+at 64-128 factors eagerly (benchmarks/mf_sgd_speed.py). Compiled, inductor turns it
+into one pass over the batch (gathers, dot products, gradients) and one per table (the
+row updates), about 4x faster again (benchmarks/epoch_speed.py). steps.py runs it one
+way or the other; training.train_epoch uses it whenever `applies` says so.
 """
 
 from __future__ import annotations
@@ -45,47 +42,15 @@ def applies(model: nn.Module, cfg: TrainConfig) -> bool:
             and model.user.weight.device.type == "cpu")
 
 
-@torch.no_grad()
-def step(model: GMF, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
-         lr: float, embedding_l2: float) -> torch.Tensor:
-    """One SGD step of `model` on a batch; returns the batch's mean BCE loss (a 0-d
-    tensor, without the L2 term, as training.train_epoch reports it)."""
-    p, q = model.user.weight.index_select(0, users), model.item.weight.index_select(0, items)
-    logits = torch.bmm(p.unsqueeze(1), q.unsqueeze(2)).view(-1) + model.output.bias
-    if model.biases is not None:
-        bu = model.biases.user.weight.index_select(0, users).squeeze(1)
-        bi = model.biases.item.weight.index_select(0, items).squeeze(1)
-        logits += bu + bi
-    loss = F.binary_cross_entropy_with_logits(logits, labels)
-    g = torch.sigmoid(logits) - labels
-    decay, scale = 2.0 * embedding_l2, -lr / len(labels)
-    # Both gradients from the rows as they were (q's uses the old p). With L2, each is
-    # formed as p + g q / decay and scaled by decay in index_add_: one pass over the
-    # batch's rows fewer than decay p + g q (the step is memory-bound).
-    col = g.unsqueeze(1)
-    if decay:
-        grad_p = torch.addcmul(p, col, q, value=1.0 / decay)
-        grad_q = torch.addcmul(q, col, p, value=1.0 / decay)
-        k = scale * decay
-    else:
-        grad_p, grad_q, k = col * q, col * p, scale
-    model.user.weight.index_add_(0, users, grad_p, alpha=k)
-    model.item.weight.index_add_(0, items, grad_q, alpha=k)
-    if model.biases is not None:
-        model.biases.user.weight.index_add_(0, users, (g + decay * bu).unsqueeze(1), alpha=scale)
-        model.biases.item.weight.index_add_(0, items, (g + decay * bi).unsqueeze(1), alpha=scale)
-    model.output.bias.add_(g.sum(), alpha=scale)
-    return loss
-
-
-def fused_step(user: torch.Tensor, item: torch.Tensor, user_bias: torch.Tensor | None,
+def step(user: torch.Tensor, item: torch.Tensor, user_bias: torch.Tensor | None,
                item_bias: torch.Tensor | None, offset: torch.Tensor, users: torch.Tensor,
                items: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
                embedding_l2: torch.Tensor) -> torch.Tensor:
-    """`step` on the model's tensors (user and item tables, their bias columns or None,
-    the global offset), written for torch.compile. `lr` and `embedding_l2` are 0-d
-    tensors, so that one compiled step serves every learning rate of a schedule and every
-    trial of a search. Returns the batch's mean BCE loss, as `step` does."""
+    """One SGD step on a batch, on the model's tensors (user and item tables, their bias
+    columns or None, the global offset), updated in place. Eager as it is, or compiled
+    (steps.py): one function both ways. `lr` and `embedding_l2` are 0-d tensors, so that
+    one compiled step serves every learning rate of a schedule and every trial of a
+    search. Returns the batch's mean BCE loss (0-d, without the L2 term)."""
     with torch.no_grad():
         p, q = user[users], item[items]
         logits = (p * q).sum(1) + offset

@@ -1,15 +1,16 @@
 """One training step on one batch: what training.train_epoch calls for each slice.
 
-Two kinds. Plain MF with plain SGD goes by hand (mf_sgd.py); every other model and
-optimiser through autograd. Each runs eagerly or fused, as fused.py decides:
+Two kinds, each one function that runs as it is (eager) or compiled (fused.py decides):
 
-- MF: `mf_sgd.fused_step` compiled whole, the weights updated in place.
-- autograd: the forward pass and the loss compiled (inductor derives a fused backward
-  from them), and Adam as torch's fused CPU kernel (`training.build_optimizer`): one
-  pass over each parameter instead of a dozen ops over all of them. A model with a
-  tower (MLP, NeuMF) is given the batch as its distinct users and items, so that the
-  tower's first layer runs once per user and item (models.py,
-  `distinct_logits_and_norms`): a third less work a step for MLP 512-256-128.
+- MF with plain SGD: `mf_sgd.step`, by hand, the weights updated in place.
+- everything else: the loss (`batch_loss`, or `distinct_batch_loss` for a model with a
+  tower) through autograd, then the optimiser. Compiled, inductor derives a fused
+  backward from the forward pass, and Adam is torch's fused CPU kernel
+  (`training.build_optimizer`): one pass over each parameter instead of a dozen ops
+  over all of them. A model with a tower (MLP, NeuMF) is given the batch as its
+  distinct users and items, so that the tower's first layer runs once per user and
+  item (models.py, `distinct_logits_and_norms`): a third less work a step for MLP
+  512-256-128.
 
 A batch shorter than the batch size (an epoch's last) runs eagerly: compiled, it would
 be a variant of its own, compiled for one batch an epoch.
@@ -40,7 +41,7 @@ def compiled_steps() -> dict[str, Compiled]:
 
 
 def batch_loss(model: nn.Module, users: torch.Tensor, items: torch.Tensor,
-               labels: torch.Tensor, embedding_l2: float | torch.Tensor | None,
+               labels: torch.Tensor, embedding_l2: torch.Tensor | None,
                bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's mean BCE loss, and the loss to minimise: that plus `embedding_l2` times
     the mean squared norm of the embedding rows used (None: no such term)."""
@@ -51,7 +52,7 @@ def batch_loss(model: nn.Module, users: torch.Tensor, items: torch.Tensor,
 
 def distinct_batch_loss(model: nn.Module, users: torch.Tensor, user_of: torch.Tensor,
                         items: torch.Tensor, item_of: torch.Tensor, labels: torch.Tensor,
-                        embedding_l2: float | torch.Tensor | None, bf16: bool
+                        embedding_l2: torch.Tensor | None, bf16: bool
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """`batch_loss` for a batch given as its distinct users and items and each row's
     index into them, through the model's `distinct_logits_and_norms` (MLP, NeuMF)."""
@@ -61,7 +62,7 @@ def distinct_batch_loss(model: nn.Module, users: torch.Tensor, user_of: torch.Te
 
 
 def _losses(logits: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor,
-            embedding_l2: float | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            embedding_l2: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
     if embedding_l2 is None:
         return loss, loss
@@ -85,24 +86,20 @@ def _kind(name: str, fn: Callable, what: str, varying: tuple[int, ...] = ()) -> 
 
 def _mf_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
              fuse: bool) -> Step:
-    def eager(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return mf_sgd.step(model, users, items, labels, optimizer.param_groups[0]["lr"],
-                           cfg.embedding_l2)
-
-    if not fuse:
-        return eager
-    compiled = _kind("mf", mf_sgd.fused_step, "the MF step")
+    compiled = _kind("mf", mf_sgd.step, "the MF step") if fuse else None
     biases = model.biases
-    user_bias = None if biases is None else biases.user.weight
-    item_bias = None if biases is None else biases.item.weight
-    l2 = torch.tensor(cfg.embedding_l2)
+    tables = (model.user.weight, model.item.weight,
+              None if biases is None else biases.user.weight,
+              None if biases is None else biases.item.weight, model.output.bias)
+    # 0-d tensors beside the weights: one compiled step serves every lr of a schedule,
+    # and on CUDA the step reads them without a copy from the host each batch
+    l2 = torch.tensor(cfg.embedding_l2, device=model.user.weight.device)
+    lr = torch.zeros((), device=model.user.weight.device)
 
     def step(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if len(labels) != cfg.batch_size:
-            return eager(users, items, labels)
-        lr = torch.tensor(optimizer.param_groups[0]["lr"])
-        return compiled(model.user.weight, model.item.weight, user_bias, item_bias,
-                        model.output.bias, users, items, labels, lr, l2)
+        fn = compiled if compiled is not None and len(labels) == cfg.batch_size else mf_sgd.step
+        lr.fill_(optimizer.param_groups[0]["lr"])
+        return fn(*tables, users, items, labels, lr, l2)
 
     return step
 
@@ -110,28 +107,26 @@ def _mf_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfi
 def _autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                    fuse: bool) -> Step:
     bf16 = cfg.precision == "bf16"
-    l2 = cfg.embedding_l2 if cfg.embedding_l2 > 0 else None
-    l2_tensor = None if l2 is None else torch.tensor(l2)
+    device = next(model.parameters()).device
+    l2 = torch.tensor(cfg.embedding_l2, device=device) if cfg.embedding_l2 > 0 else None
     # A model with a tower (MLP, NeuMF) takes its batch as distinct users and items: the
     # tower's first layer, most of a step's work, is then applied once per user and item.
     # Their numbers change from batch to batch; the compiled step does not.
     distinct = hasattr(model, "distinct_logits_and_norms")
+    loss_fn = distinct_batch_loss if distinct else batch_loss
     compiled = None
-    if fuse and distinct:
-        compiled = _kind("distinct", distinct_batch_loss, "the training step", varying=(1, 3))
-    elif fuse:
-        compiled = _kind("autograd", batch_loss, "the training step")
+    if fuse:
+        compiled = (_kind("distinct", loss_fn, "the training step", varying=(1, 3)) if distinct
+                    else _kind("autograd", loss_fn, "the training step"))
 
     def step(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if compiled is None or len(labels) != cfg.batch_size:
-            loss, objective = batch_loss(model, users, items, labels, l2, bf16)
-        elif distinct:
+        fn = compiled if compiled is not None and len(labels) == cfg.batch_size else loss_fn
+        if distinct:
             users, user_of = torch.unique(users, return_inverse=True)
             items, item_of = torch.unique(items, return_inverse=True)
-            loss, objective = compiled(model, users, user_of, items, item_of, labels,
-                                       l2_tensor, bf16)
+            loss, objective = fn(model, users, user_of, items, item_of, labels, l2, bf16)
         else:
-            loss, objective = compiled(model, users, items, labels, l2_tensor, bf16)
+            loss, objective = fn(model, users, items, labels, l2, bf16)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
