@@ -27,7 +27,6 @@ do.
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ import torch
 from ncf_tune import ranking, spaces, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import Split
+from ncf_tune.durations import parse_duration
 from ncf_tune.errors import NcfError
 from ncf_tune.models import build
 from ncf_tune.sampling import EpochData, NegativeSampler
@@ -49,22 +49,6 @@ MIN_STAGE_S = 2 * TRIAL_START_S  # a finishing estimate never cuts a stage below
 # Finishing besides test scoring (stopping trials, copying checkpoints, figures, files):
 # what RESERVE_S is for. Measured on ML-1M, 2 cores: 13-25 s a stage.
 FINISH_FIXED_S = RESERVE_S
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `90s`, `10m`, `2h`, `1h30m` or a plain number of seconds."""
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        seconds = float(t)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", t)
-        if not parts or "".join(n + u for n, u in parts) != t:
-            raise ValueError(f"{text!r} is not a duration like 90s, 10m, 2h or 1h30m")
-        seconds = sum(float(n) * UNITS[u] for n, u in parts)
-    if not seconds > 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return seconds
 
 
 @dataclass
