@@ -22,13 +22,27 @@ Before anything runs, each stage's share is checked against one epoch of its che
 config, timed on this machine on a few batches: a budget that cannot train one epoch
 of a stage (plus starting its first trial) is a one-line error that says how much would
 do.
+
+`Budget` is the one home of this policy: the shares, the reserve, the finishing
+estimates, when a stage has no time left, and what a resumed search gets:
+
+- A stage whose share (once earlier stages overran on a loaded machine) is less than
+  starting a trial and one epoch of its cheapest config is skipped, not run: Tune reads
+  a time_budget_s of 0 as no limit at all. So are the stages built from a skipped one.
+  The chain hands on and reports the winners of the stages that ran.
+- `--resume` under a budget: the clock starts again when the search is resumed, and the
+  stages still to run share the whole `--time-budget` anew (a finished stage is reused
+  at no cost). The interrupted stage is restored with its new share as Tune's limit, in
+  place of the one it started with. Why not what was left when it stopped: a search
+  killed by SIGKILL, a lost node or a scheduler's time limit never gets to say when it
+  stopped, and a requeued job has a wall-clock limit of its own.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -49,6 +63,7 @@ MIN_STAGE_S = 2 * TRIAL_START_S  # a finishing estimate never cuts a stage below
 # Finishing besides test scoring (stopping trials, copying checkpoints, figures, files):
 # what RESERVE_S is for. Measured on ML-1M, 2 cores: 13-25 s a stage.
 FINISH_FIXED_S = RESERVE_S
+BUDGET_SLACK_S = 2.0  # a stage that ran this close to its time budget was ended by it
 
 
 @dataclass
@@ -61,6 +76,10 @@ class Budget:
     seconds: float
     deadline: float
     reserve: float = RESERVE_S
+    # Seconds of one epoch of each stage's cheapest config on this machine, by stage
+    # name (`check` fills it): a stage with less time than that and a trial's start is
+    # skipped.
+    epochs: dict[str, float] = field(default_factory=dict)
 
     def finished(self, stage_budget_s: float, stage_wall_s: float) -> None:
         """Learn from a stage that ran `stage_wall_s` on a budget of `stage_budget_s`:
@@ -90,11 +109,45 @@ class Budget:
         return max(share - extra, min(share, MIN_STAGE_S))
 
 
+    def minimum(self, stage: spaces.Stage) -> float:
+        """The least a stage can use: starting a trial and one epoch of its cheapest
+        config (as timed by `check`)."""
+        return TRIAL_START_S + self.epochs.get(stage.name, 0.0)
+
+    def plan(self, stage: spaces.Stage, still_to_run: list[spaces.Stage], split: Split,
+             shape: TrainConfig | None = None) -> float | None:
+        """Seconds for `stage` (Tune's time_budget_s), the first of `still_to_run`, or
+        None when it has no time left: less than `minimum`, so it is skipped (Tune would
+        read 0 as no limit). shape: the config its trials get when its model's shape is
+        known before it runs (a NeuMF built from upstream winners): finishing it is timed
+        (`finish_seconds`) and what that needs beyond the reserve comes out of its share."""
+        if self.stage_seconds(stage, still_to_run) < self.minimum(stage):
+            return None  # do not time a finish that will not happen
+        finish = finish_seconds(shape, split) if shape is not None else 0.0
+        seconds = self.stage_seconds(stage, still_to_run, finish_s=finish)
+        return seconds if seconds >= self.minimum(stage) else None
+
+    def skip_reason(self, stage: spaces.Stage, still_to_run: list[spaces.Stage]) -> str:
+        """Why `plan` gave `stage` no time, in a few words for the console and report."""
+        return (f"{max(0.0, self.left()):.0f} s of the {self.text} budget left with "
+                f"{len(still_to_run)} stage(s) to run and {self.reserve:.0f} s kept per stage "
+                f"to finish: less than starting a trial and one epoch (about "
+                f"{self.minimum(stage):.0f} s)")
+
+
+def ended_by(limit_s: float | None, elapsed_s: float) -> bool:
+    """Whether a stage that ran `elapsed_s` under Tune's `limit_s` (None: no limit) was
+    ended by its time budget rather than by running out of trials."""
+    return limit_s is not None and elapsed_s >= limit_s - BUDGET_SLACK_S
+
+
 def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, float]:
     """Refuse (NcfError) a budget in which some stage cannot start a trial and train one
-    epoch of its cheapest config; returns each stage's estimated seconds for that epoch."""
+    epoch of its cheapest config; returns each stage's estimated seconds for that epoch
+    (kept in `budget.epochs`)."""
     left = budget.left() - STARTUP_S
     epochs = {s.name: epoch_seconds(s, split) for s in chain}
+    budget.epochs.update(epochs)
     for i, stage in enumerate(chain):
         share = budget.stage_seconds(stage, chain[i:], left)
         if share < TRIAL_START_S + epochs[stage.name]:

@@ -19,6 +19,7 @@ from ncf_tune import budget as ncf_budget
 from ncf_tune import cluster, data, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
+from ncf_tune.errors import NcfError
 from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
 from ncf_tune.stage import Winner, run_stage, stage_config
 from ncf_tune.trainable import train_ncf
@@ -41,8 +42,9 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
               address: str | None = None, storage: str | None = None, resume: bool = False,
               force: bool = False,
               trainable: Callable[..., None] = train_ncf) -> list[results.StageSummary]:
-    """Run the stage in `space` and its upstream stages; returns one summary per stage,
-    upstream first (`results.best_stage(...)` picks the chain's best model).
+    """Run the stage in `space` and its upstream stages; returns one summary per stage
+    that ran, upstream first (`results.best_stage(...)` picks the chain's best model). A
+    stage the time budget left no time for is skipped, with the stages built from it.
 
     The keyword arguments are the CLI's options (see `python -m ncf_tune.search --help`);
     num_samples, max_epochs, data_source and seed override every stage of the chain.
@@ -99,7 +101,14 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
     chain = cluster.check_resources(chain)
     winners: dict[str, Winner] = {}
     summaries = []
+    skipped: dict[str, str] = {}  # stage: why it did not run (budget.py)
     for i, stage in enumerate(chain):
+        missing = [_stage_of(chain, p).name for p in stage.pretrain.values()
+                   if _stage_of(chain, p).name in skipped]
+        if missing:
+            skipped[stage.name] = f"built from {', '.join(missing)}, which did not run"
+            print(f"[{stage.name}] skipped: {skipped[stage.name]}")
+            continue
         upstream = {kind: winners[_stage_of(chain, p).name] for kind, p in
                     stage.pretrain.items()}
         nominal = (budget.seconds, stage.budget_share) if budget is not None else None
@@ -121,16 +130,19 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
         else:
             if previous is not None and not force:
                 _set_aside(stage, exp_dir, previous.key, shared, why)
-            seconds, finish = None, 0.0
-            if budget is not None and stage.starts_pretrained:
-                # A NeuMF's shape is known before it runs: time what scoring its winner
-                # will take, so that the stage ends by the deadline, scored.
+            seconds = None
+            if budget is not None:
+                # A NeuMF's shape is known before it runs: the budget times what scoring
+                # its winner will take, so that the stage ends by the deadline, scored.
                 shape = TrainConfig.from_dict({**stage.fixed_space(),
                                                **stage_config(stage, upstream)},
-                                              where=str(stage.path))
-                finish = ncf_budget.finish_seconds(shape, split)
-            if budget is not None:
-                seconds = budget.stage_seconds(stage, chain[i:], finish_s=finish)
+                                              where=str(stage.path)) \
+                    if stage.starts_pretrained else None
+                seconds = budget.plan(stage, chain[i:], split, shape)
+                if seconds is None:  # Tune would read a limit of 0 as none at all
+                    skipped[stage.name] = budget.skip_reason(stage, chain[i:])
+                    print(f"[{stage.name}] skipped: {skipped[stage.name]}")
+                    continue
             summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
                                 force=force, trainable=trainable, shared=shared,
                                 keep_top=keep_top, budget_s=seconds)
@@ -139,11 +151,17 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
         summaries.append(summary)
         winners[stage.name] = _winner(stage, exp_dir, key, summary, max(asked, default=1),
                                       shared if asked else None)
-    report = results.write_report(exp_dir, summaries, budget.text if budget else None)
+    if not summaries:
+        raise NcfError(f"--time-budget {budget.text if budget else ''}: no stage of the chain "
+                       f"ran ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}); give "
+                       "more time")
+    report = results.write_report(exp_dir, summaries, budget.text if budget else None,
+                                  skipped=skipped)
     best = results.best_stage(summaries)
     print(f"done: best model {exp_dir / best.stage / 'best_model.pt'} ({best.stage}, val "
-          f"{best.metric.upper()}@10 {getattr(best, 'val_' + best.metric):.4f}); {report}; "
-          f"tensorboard --logdir {exp_dir}")
+          f"{best.metric.upper()}@10 {getattr(best, 'val_' + best.metric):.4f}); {report}"
+          + (f" (skipped: {', '.join(skipped)})" if skipped else "")
+          + f"; tensorboard --logdir {exp_dir}")
     return summaries
 
 

@@ -27,15 +27,15 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from ncf_tune import budget as ncf_budget
 from ncf_tune import checkpoint as ckpt
 from ncf_tune import data, figures, results, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
+from ncf_tune.files import write_text_atomic
 from ncf_tune.models import NAMES
 from ncf_tune.trainable import train_ncf
-
-BUDGET_SLACK_S = 2.0  # a stage that ran this close to its time budget was ended by it
 
 
 class SearchInterrupted(Interrupted):
@@ -81,10 +81,21 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     earlier = ncf_storage.exists(tune_dir)
     marker = folder / "search.json"  # the key of the search under way in tune_dir
     if earlier and resume and tune.Tuner.can_restore(tune_dir):
-        _check_same_search(marker, key, stage)
-        print(f"[{stage.name}] resuming the interrupted search in {tune_dir}")
+        before = _check_same_search(marker, key, stage)
+        limit = ""
+        if budget_s is not None:  # budget.py: a resumed stage gets its share anew
+            limit = (f" with a time budget of {budget_s:.0f} s (it started with "
+                     f"{before['budget_s']:.0f} s)" if before.get("budget_s") is not None
+                     else f" with a time budget of {budget_s:.0f} s")
+        print(f"[{stage.name}] resuming the interrupted search in {tune_dir}{limit}")
         tuner = tune.Tuner.restore(tune_dir, trainable=trial_fn, resume_errored=True,
                                    param_space=param_space)
+        if budget_s is not None:
+            _set_time_budget(tuner, budget_s)
+        # Trials that ended before the interrupt (ASHA, completed, failed) ended on their
+        # own: the budget cannot have cut them.
+        printer.ended |= _ended_before(tune_dir)
+        write_text_atomic(marker, json.dumps({**before, "budget_s": budget_s}) + "\n")
     else:
         if earlier:
             if not force and not resume:
@@ -96,12 +107,12 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"to {stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per "
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
+        write_text_atomic(marker, json.dumps({"key": key, "budget_s": budget_s}) + "\n")
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
     with _quiet_unstarted_trials():
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
-    ended_by_budget = budget_s is not None and elapsed >= budget_s - BUDGET_SLACK_S
+    ended_by_budget = ncf_budget.ended_by(budget_s, elapsed)
     # A stage with unfinished trials is not a result: nothing is written for it.
     if grid.num_terminated + grid.num_errors < stage.num_samples and not ended_by_budget:
         raise SearchInterrupted(f"[{stage.name}] interrupted with "
@@ -153,18 +164,43 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     return summary
 
 
-def _check_same_search(marker: Path, key: str, stage: spaces.Stage) -> None:
+def _check_same_search(marker: Path, key: str, stage: spaces.Stage) -> dict[str, Any]:
     """--resume continues the search that was interrupted, never a different one: Tune
-    would restore the old trials, budget and TPE state under the new spec's name."""
+    would restore the old trials, budget and TPE state under the new spec's name.
+    Returns the marker: {key, budget_s (the stage's time budget when it started)}."""
     try:
-        old = json.loads(marker.read_text()).get("key")
+        before = json.loads(marker.read_text())
+        old = before.get("key")
     except (OSError, ValueError, AttributeError):
-        old = None
+        before, old = {}, None
     if old != key:
         raise NcfError(f"{stage.path}: --resume: the interrupted search of stage {stage.name} "
                        "ran with other settings (space file, --num-samples, --max-epochs, "
                        "--time-budget, --no-recipes, data or upstream); rerun that command "
                        "with --resume, or pass --force to start this one over")
+    return before
+
+
+def _set_time_budget(tuner: tune.Tuner, seconds: float | None) -> None:
+    """Give a restored Tuner the time budget `seconds` in place of the one it was
+    created with (Tune restores its TuneConfig as saved, with no way to change it; a
+    restored time_budget_s counts from the restart, in full)."""
+    local = getattr(tuner, "_local_tuner", None)
+    config = getattr(local, "_tune_config", None)
+    if config is None or not hasattr(config, "time_budget_s"):
+        raise NcfError("--resume with a time budget: this Ray's Tuner does not expose its "
+                       "TuneConfig; use the Ray versions in pyproject.toml")
+    config.time_budget_s = seconds
+
+
+def _ended_before(tune_dir: str) -> set[str]:
+    """Ids of the trials an interrupted search had already ended (finished, stopped by
+    ASHA, or failed for good), read from Tune's saved state."""
+    try:
+        trials = tune.ExperimentAnalysis(tune_dir).trials
+    except Exception:  # no readable state: nothing is known to have ended
+        return set()
+    return {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
 
 
 @contextlib.contextmanager

@@ -1,0 +1,118 @@
+"""Reliability at the edges: a stage with no time left is skipped (never run without a
+limit), a resumed stage gets its new share, the chain's best model is chosen among
+stages validated alike, parts trained on another split are refused, and a full disk
+is one line with nothing half-written."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from ray import tune
+from test_search_budget import (
+    ray_local,  # noqa: F401  (a module-scoped fixture)
+    write_chain,
+)
+
+from ncf_tune import budget, chain, data, results, spaces, stage
+from ncf_tune.trainable import train_ncf
+
+
+def three_stages(tmp_path: Path) -> list[spaces.Stage]:
+    space = write_chain(tmp_path, n=2, epochs=2)
+    return spaces.load_chain(space, {})
+
+
+def test_a_stage_with_no_time_left_gets_none_not_a_limit_of_zero(tmp_path):
+    # An upstream stage overran: less is left than the reserve of the stages to run.
+    # Tune reads time_budget_s=0 as no limit, so such a stage must not be given 0.
+    gmf, mlp, neumf = three_stages(tmp_path)
+    split = data.prepare(gmf.data)
+    b = budget.Budget("2m", 120.0, time.monotonic() + budget.RESERVE_S / 2)
+    assert b.stage_seconds(neumf, [neumf]) == 0.0  # what Tune would have read as unbounded
+    assert b.plan(neumf, [neumf], split) is None
+    assert "budget left" in b.skip_reason(neumf, [neumf])
+    # Spent (the deadline passed): the same.
+    late = budget.Budget("2m", 120.0, time.monotonic() - 30)
+    assert late.plan(gmf, [gmf, mlp, neumf], split) is None
+    # A share under starting a trial and one epoch of the stage is no time either.
+    b = budget.Budget("10m", 600.0, time.monotonic() + 300)
+    b.epochs["neumf"] = 1e6
+    assert b.plan(neumf, [neumf], split) is None
+    share = b.plan(gmf, [gmf, mlp, neumf], split)
+    assert share is not None and share > b.minimum(gmf)
+
+
+def test_a_stage_ran_to_its_limit_was_ended_by_it():
+    assert budget.ended_by(60.0, 59.0)
+    assert not budget.ended_by(60.0, 30.0)
+    assert not budget.ended_by(None, 1e9)
+
+
+def summary(name: str, model: str, val: float, evaluation: str) -> results.StageSummary:
+    return results.StageSummary(
+        stage=name, model=model, key="k", data="d", data_fingerprint="f", metric="hr",
+        winner_trial="t", best_epoch=1, val_hr=val, val_ndcg=val / 2, test_hr=0.5,
+        test_ndcg=0.3, trials=1, statuses={"completed": 1}, wall_seconds=1.0,
+        trial_seconds=1.0, best_config={"model": model}, eval=evaluation)
+
+
+def test_the_best_model_is_chosen_among_stages_validated_alike(tmp_path):
+    # A sampled HR@10 (1 positive among 100) is far higher than a full-ranking one: a
+    # sampled GMF must not beat a full-ranking NeuMF on scores of another scale.
+    chain_ = [summary("gmf", "gmf", 0.70, "sampled"), summary("mlp", "mlp", 0.10, "full"),
+              summary("neumf", "neumf", 0.12, "full")]
+    assert results.best_stage(chain_).stage == "neumf"
+    assert results.best_stage(chain_[:2]).stage == "mlp"
+    same = [summary("gmf", "gmf", 0.70, "sampled"), summary("neumf", "neumf", 0.65, "sampled")]
+    assert results.best_stage(same).stage == "gmf"  # like with like: as before
+    report = results.write_report(tmp_path, chain_).read_text()
+    assert "Best model of the chain: neumf" in report
+    assert "not compared" in report and "gmf" in report.split("not compared")[1].split("\n")[0]
+    assert "not compared" not in results.write_report(tmp_path, same).read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+def test_a_chain_whose_last_stage_has_no_time_skips_it_and_reports_the_rest(tmp_path):
+    # The NeuMF stage's one epoch is estimated beyond what is left: it is skipped in one
+    # line, the GMF and MLP winners stand, and the report says what was skipped.
+    gmf, mlp, neumf = three_stages(tmp_path)
+    split = data.prepare(gmf.data)
+    b = budget.Budget("10m", 600.0, time.monotonic() + 600)
+    b.epochs.update({"gmf": 0.1, "mlp": 0.1, "neumf": 1e6})
+    exp = tmp_path / "r" / "e"
+    summaries = chain._run_stages([gmf, mlp, neumf], split, exp, None, False, False,
+                                  train_ncf, b)
+    assert [s.stage for s in summaries] == ["gmf", "mlp"]
+    assert not (exp / "neumf").exists()  # never started: no Tune folder, no marker
+    report = (exp / "report.md").read_text()
+    assert "**Skipped: neumf**" in report and "Best model of the chain" in report
+    assert all(s.budget_s and s.budget_s > 0 for s in summaries)
+
+
+def _tiny_trial(config: dict) -> None:
+    for step in range(1, 4):
+        tune.report({"score": config["x"] * step, "step": step})
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_resumed_stage_gets_its_new_limit_and_knows_which_trials_had_ended(tmp_path):
+    # Tune restores a Tuner's TuneConfig as saved: the stage's old time_budget_s, in
+    # full, from the restart. The resumed stage sets its new share in its place, and
+    # the trials that had ended before the stop are known to have ended on their own.
+    folder = str(tmp_path / "t")
+    tuner = tune.Tuner(_tiny_trial, param_space={"x": tune.grid_search([1, 2])},
+                       tune_config=tune.TuneConfig(time_budget_s=500.0),
+                       run_config=tune.RunConfig(name="tune", storage_path=folder,
+                                                 verbose=0))
+    grid = tuner.fit()
+    ids = {r.metrics["trial_id"] for r in grid}
+    restored = tune.Tuner.restore(str(Path(folder) / "tune"), trainable=_tiny_trial)
+    stage._set_time_budget(restored, 42.0)
+    assert restored._local_tuner._tune_config.time_budget_s == 42.0
+    assert stage._ended_before(str(Path(folder) / "tune")) == ids
+    assert stage._ended_before(str(tmp_path / "nothing")) == set()
+    assert ray.is_initialized()
