@@ -5,18 +5,24 @@ is one line with nothing half-written."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import pytest
 import ray
+import torch
 from ray import tune
 from test_search_budget import (
     ray_local,  # noqa: F401  (a module-scoped fixture)
     write_chain,
 )
+from test_train_cli import train
 
-from ncf_tune import budget, chain, data, results, spaces, stage
+from ncf_tune import budget, chain, checkpoint, data, results, spaces, stage
+from ncf_tune.config import TrainConfig
+from ncf_tune.errors import NcfError
+from ncf_tune.models import build
 from ncf_tune.trainable import train_ncf
 
 
@@ -116,3 +122,50 @@ def test_a_resumed_stage_gets_its_new_limit_and_knows_which_trials_had_ended(tmp
     assert stage._ended_before(str(Path(folder) / "tune")) == ids
     assert stage._ended_before(str(tmp_path / "nothing")) == set()
     assert ray.is_initialized()
+
+
+def _part(tmp_path: Path, name: str, cfg: TrainConfig, split: data.Split,
+          ids: data.IdMap | None) -> str:
+    torch.manual_seed(0)
+    model = build(cfg.model, split.num_users, split.num_items, cfg.factors, cfg.layers)
+    return str(checkpoint.save(tmp_path / name, model, None, cfg, 1, split.num_users,
+                               split.num_items, ids=ids))
+
+
+def test_a_part_trained_on_another_split_is_refused_the_same_split_accepted(ratings_file,
+                                                                             tmp_path):
+    # Seed 1's split holds out other validation items than seed 0's: a GMF trained on
+    # seed 1 trained on seed 0's validation items, and would inflate a seed-0 NeuMF.
+    one = data.prepare(str(ratings_file), seed=1)
+    gmf, mlp = TrainConfig(model="gmf", factors=4), TrainConfig(model="mlp", layers=(8, 4))
+    parts = {"gmf": _part(tmp_path, "g1.pt", gmf, one, one.ids),
+             "mlp": _part(tmp_path, "m1.pt", mlp, one, one.ids)}
+    assert checkpoint.load(parts["gmf"]).ids.split_seed == 1
+    neumf = ["--model", "neumf", "--data", str(ratings_file), "--factors", "4", "--layers",
+             "8,4", "--epochs", "1", "--pretrain-gmf", parts["gmf"], "--pretrain-mlp",
+             parts["mlp"]]
+    p = train(*neumf, "--seed", "0", "--out", str(tmp_path / "o0"), cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    line = p.stderr.strip().splitlines()
+    assert len(line) == 1 and "g1.pt: trained on the seed-1 split" in line[0]
+    assert "this run uses its seed-0 split" in line[0]
+    p = train(*neumf, "--seed", "1", "--out", str(tmp_path / "o1"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert checkpoint.load(tmp_path / "o1" / "model.pt").ids.split_seed == 1
+
+
+def test_a_part_from_before_splits_were_recorded_is_checked_on_its_data_alone(ratings_file,
+                                                                             tmp_path):
+    zero = data.prepare(str(ratings_file), seed=0)
+    cfg = TrainConfig(model="gmf", factors=4)
+    old = dataclasses.replace(zero.ids, split_seed=None)  # as an older checkpoint has it
+    path = _part(tmp_path, "old.pt", cfg, zero, old)
+    assert checkpoint.load(path).ids.split_seed is None
+    mlp = build("mlp", zero.num_users, zero.num_items, 4, (8, 4))
+    checkpoint.load_pretrained(mlp, TrainConfig(model="mlp", layers=(8, 4),
+                                                pretrain_gmf=path), zero.num_users,
+                               zero.num_items, data.prepare(str(ratings_file), seed=3).ids)
+    other = dataclasses.replace(zero.ids, fingerprint="0" * 16, source="elsewhere.csv")
+    with pytest.raises(NcfError, match="trained on other data \\(elsewhere.csv"):
+        checkpoint.same_split(path, other, zero.ids)
+    checkpoint.same_split(path, None, zero.ids)  # a file with no ids at all: as before
