@@ -59,6 +59,7 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
     ncf_tune.errors.Interrupted) when a stage was stopped before it finished.
     """
     started = time.monotonic()
+    cluster.check_ray_version()
     overrides = {"num_samples": num_samples, "max_epochs": max_epochs, "data": data_source,
                  "seed": seed, "no_recipes": no_recipes}
     chain = spaces.load_chain(space, overrides)

@@ -6,6 +6,9 @@ is one line with nothing half-written."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,11 +22,13 @@ from test_search_budget import (
 )
 from test_train_cli import train
 
-from ncf_tune import budget, chain, checkpoint, data, results, spaces, stage
+from ncf_tune import budget, chain, checkpoint, cluster, data, results, spaces, stage
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.models import build
 from ncf_tune.trainable import train_ncf
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def three_stages(tmp_path: Path) -> list[spaces.Stage]:
@@ -169,3 +174,41 @@ def test_a_part_from_before_splits_were_recorded_is_checked_on_its_data_alone(ra
     with pytest.raises(NcfError, match="trained on other data \\(elsewhere.csv"):
         checkpoint.same_split(path, other, zero.ids)
     checkpoint.same_split(path, None, zero.ids)  # a file with no ids at all: as before
+
+
+def test_a_ray_outside_the_tested_range_is_one_line_before_anything_runs():
+    cluster.check_ray_version()  # the installed one: what CI tests
+    for other in ("2.59.1", "2.61.0", "3.0.0", "nightly"):
+        with pytest.raises(NcfError, match=f"ray {other} is installed; ncf_tune is tested "
+                           "with ray>=2.60,<2.61"):
+            cluster.check_ray_version(other)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'"ray[tune]{cluster.RAY_VERSIONS}"' in pyproject  # one range, said twice
+
+
+START = """
+from ncf_tune import cluster
+from ray._raylet import AuthenticationMode, get_authentication_mode
+with cluster.ray_session(None, 1, 0):
+    print("token auth:", get_authentication_mode() == AuthenticationMode.TOKEN)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [None, "disabled"])
+def test_starting_ray_keeps_its_protection_and_its_warning_off_our_console(tmp_path, mode):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["PYTHONPATH"] = str(REPO)
+    if mode is not None:
+        env["RAY_AUTH_MODE"] = mode
+    p = subprocess.run([sys.executable, "-c", START], capture_output=True, text=True,
+                       timeout=180, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    console = p.stdout + p.stderr
+    assert "Token authentication is" not in console and "WARNING" not in console, console
+    if mode is None:  # Ray's default: on, and nothing said
+        assert p.stdout.strip() == "token auth: True"
+    else:  # turned off by the user: one line of ours says what that means
+        assert p.stdout.strip().splitlines() == [
+            p.stdout.strip().splitlines()[0], "token auth: False"]
+        assert p.stdout.startswith("ray: token authentication is off (RAY_AUTH_MODE=disabled)")
