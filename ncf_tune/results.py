@@ -133,12 +133,21 @@ def write_stage(experiment_dir: Path, summary: StageSummary, rows: list[TrialRow
     for a stage nothing pretrains from)."""
     folder = stage_dir(experiment_dir, summary.stage)
     folder.mkdir(parents=True, exist_ok=True)
-    for rank, source in enumerate(checkpoints, start=1):
-        with atomic_path(folder / top_model_file(rank)) as tmp:
-            shutil.copyfile(source, tmp)
-    write_yaml_atomic(folder / "best_config.yaml", summary.best_config)
-    write_text_atomic(folder / "trials.csv", trials_csv(rows))
-    write_text_atomic(folder / "summary.json", summary.to_json())
+    written: list[Path] = []
+    try:
+        for rank, source in enumerate(checkpoints, start=1):
+            with atomic_path(folder / top_model_file(rank)) as tmp:
+                shutil.copyfile(source, tmp)
+            written.append(folder / top_model_file(rank))
+        written.append(write_yaml_atomic(folder / "best_config.yaml", summary.best_config))
+        written.append(write_text_atomic(folder / "trials.csv", trials_csv(rows)))
+        write_text_atomic(folder / "summary.json", summary.to_json())
+    except OSError:
+        # A full disk half-way: no stage's files without its summary.json, which says
+        # the stage is complete (--resume writes them all again).
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return folder
 
 

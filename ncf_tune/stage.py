@@ -29,11 +29,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import budget as ncf_budget
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import data, figures, results, spaces, training
+from ncf_tune import cluster, data, figures, results, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
-from ncf_tune.files import write_text_atomic
+from ncf_tune.files import disk_error, is_disk_error, write_problem, write_text_atomic
 from ncf_tune.models import NAMES
 from ncf_tune.trainable import train_ncf
 
@@ -77,6 +77,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split),
                                    {"cpu": stage.cpu, "gpu": stage.gpu})
     printer = TrialPrinter(stage)
+    watch = _DiskWatch(folder if shared is None else None)
     started = time.perf_counter()
     earlier = ncf_storage.exists(tune_dir)
     marker = folder / "search.json"  # the key of the search under way in tune_dir
@@ -90,8 +91,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         print(f"[{stage.name}] resuming the interrupted search in {tune_dir}{limit}")
         tuner = tune.Tuner.restore(tune_dir, trainable=trial_fn, resume_errored=True,
                                    param_space=param_space)
-        if budget_s is not None:
-            _set_time_budget(tuner, budget_s)
+        _set_restored(tuner, budget_s, [printer, watch])
         # Trials that ended before the interrupt (ASHA, completed, failed) ended on their
         # own: the budget cannot have cut them.
         printer.ended |= _ended_before(tune_dir)
@@ -108,9 +108,21 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(marker, json.dumps({"key": key, "budget_s": budget_s}) + "\n")
-        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
-    with _quiet_unstarted_trials():
-        grid = tuner.fit()
+        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, [printer, watch],
+                           budget_s)
+    try:
+        with _quiet_unstarted_trials():
+            grid = tuner.fit()
+    except DiskFull as exc:
+        raise disk_error(folder, str(exc)) from None
+    except Exception:
+        # Tune's own files can be cut short by a full disk (it then fails reading them).
+        problem = write_problem(folder) if shared is None else None
+        if problem is not None:
+            raise disk_error(folder, problem) from None
+        raise
+    if shared is None and (problem := write_problem(folder)) is not None:
+        raise disk_error(folder, problem)  # trials failed writing: not a result
     elapsed = time.perf_counter() - started
     ended_by_budget = ncf_budget.ended_by(budget_s, elapsed)
     # A stage with unfinished trials is not a result: nothing is written for it.
@@ -154,7 +166,12 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
             figures=[str(p.relative_to(exp_dir)) for p in drawn.images],
             importance=drawn.importance, figures_note=drawn.note,
         )
-        results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
+        try:
+            results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
+        except OSError as exc:
+            if is_disk_error(exc):
+                raise disk_error(folder, f"cannot write ({exc.strerror})") from None
+            raise
     marker.unlink(missing_ok=True)
     print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
           f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
@@ -181,16 +198,55 @@ def _check_same_search(marker: Path, key: str, stage: spaces.Stage) -> dict[str,
     return before
 
 
-def _set_time_budget(tuner: tune.Tuner, seconds: float | None) -> None:
-    """Give a restored Tuner the time budget `seconds` in place of the one it was
-    created with (Tune restores its TuneConfig as saved, with no way to change it; a
-    restored time_budget_s counts from the restart, in full)."""
+class DiskFull(Exception):
+    """The stage's results folder filled up (or turned unwritable) while trials ran."""
+
+
+class _DiskWatch(tune.Callback):
+    """Stops a stage whose results folder has no room left (files.write_problem),
+    checked every few seconds and whenever a trial fails: trials that cannot write
+    their checkpoints would fail one after another, and Tune's own state files be cut
+    short. Tune's state stays as its last snapshot, which --resume picks up."""
+
+    EVERY_S = 2.0
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder  # None: trials write to --storage, not watched here
+        self.checked = 0.0
+
+    def _check(self) -> None:
+        if self.folder is not None and self.folder.is_dir():
+            self.checked = time.monotonic()
+            problem = write_problem(self.folder)
+            if problem is not None:
+                raise DiskFull(problem)
+
+    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
+        if time.monotonic() - self.checked >= self.EVERY_S:
+            self._check()
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._check()
+
+    def __reduce__(self):  # noqa: ANN204
+        return (_DiskWatch, (self.folder,))  # the clock is the running process's
+
+
+def _set_restored(tuner: tune.Tuner, seconds: float | None,
+                  callbacks: list[tune.Callback]) -> None:
+    """Give a restored Tuner the stage's time budget `seconds` and this process's
+    callbacks in place of those it was saved with: Tune restores its TuneConfig and
+    RunConfig as pickled, with no way to change them (a restored time_budget_s counts
+    from the restart, in full; the restored console callback is a copy, whose record of
+    which trials ended on their own this process would never see)."""
     local = getattr(tuner, "_local_tuner", None)
-    config = getattr(local, "_tune_config", None)
-    if config is None or not hasattr(config, "time_budget_s"):
-        raise NcfError("--resume with a time budget: this Ray's Tuner does not expose its "
-                       "TuneConfig; use the Ray versions in pyproject.toml")
-    config.time_budget_s = seconds
+    tune_config = getattr(local, "_tune_config", None)
+    run_config = getattr(local, "_run_config", None)
+    if tune_config is None or run_config is None:
+        raise NcfError("--resume: this Ray's Tuner does not expose its configs; use the "
+                       f"Ray versions in pyproject.toml ({cluster.RAY_VERSIONS})")
+    tune_config.time_budget_s = seconds
+    run_config.callbacks = callbacks
 
 
 def _ended_before(tune_dir: str) -> set[str]:
@@ -234,7 +290,7 @@ def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | No
 
 
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
-               printer: tune.Callback, budget_s: float | None) -> tune.Tuner:
+               callbacks: list[tune.Callback], budget_s: float | None) -> tune.Tuner:
     """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
     folder/tune (a local folder or a storage URI)."""
     searcher = make_searcher(stage)
@@ -256,7 +312,7 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
                                     time_budget_s=budget_s,
                                     reuse_actors=True),  # no new process per trial
         run_config=tune.RunConfig(
-            name="tune", storage_path=folder, verbose=0, callbacks=[printer],
+            name="tune", storage_path=folder, verbose=0, callbacks=callbacks,
             # keep each trial's best epoch: the stage's winner is the best epoch of all
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=stage.metric,
