@@ -64,7 +64,8 @@ def declining_scores(config: dict[str, Any], data: Any) -> None:
 def fill_disk_after_epoch_1(config: dict[str, Any], data: Any) -> None:
     """The first trial to report epoch 1 then fills the filesystem of
     $NCF_TUNE_TEST_FILL (a small tmpfs) with one file, as another program writing to the
-    same disk would: every write there after it fails with ENOSPC, until it is deleted."""
+    same disk would: every write there after it fails with ENOSPC until the file is
+    emptied (kept: the disk filled once, and a resumed search is not filled again)."""
     real = trainable.tune.report
     filler = Path(os.environ["NCF_TUNE_TEST_FILL"]) / "filler"
 
