@@ -112,8 +112,9 @@ def _tiny_trial(config: dict) -> None:
 @pytest.mark.usefixtures("ray_local")
 def test_a_resumed_stage_gets_its_new_limit_and_knows_which_trials_had_ended(tmp_path):
     # Tune restores a Tuner's TuneConfig as saved: the stage's old time_budget_s, in
-    # full, from the restart. The resumed stage sets its new share in its place, and
-    # the trials that had ended before the stop are known to have ended on their own.
+    # full, from the restart; and its callbacks as pickled copies, so the console's
+    # record of trials that ended on their own was never seen. The resumed stage sets
+    # its new share and its own callbacks, and knows which trials ended before the stop.
     folder = str(tmp_path / "t")
     tuner = tune.Tuner(_tiny_trial, param_space={"x": tune.grid_search([1, 2])},
                        tune_config=tune.TuneConfig(time_budget_s=500.0),
@@ -122,8 +123,11 @@ def test_a_resumed_stage_gets_its_new_limit_and_knows_which_trials_had_ended(tmp
     grid = tuner.fit()
     ids = {r.metrics["trial_id"] for r in grid}
     restored = tune.Tuner.restore(str(Path(folder) / "tune"), trainable=_tiny_trial)
-    stage._set_time_budget(restored, 42.0)
+    assert restored._local_tuner._tune_config.time_budget_s == 500.0  # what Tune restores
+    ours = tune.Callback()
+    stage._set_restored(restored, 42.0, [ours])
     assert restored._local_tuner._tune_config.time_budget_s == 42.0
+    assert restored._local_tuner._run_config.callbacks == [ours]  # not pickled copies
     assert stage._ended_before(str(Path(folder) / "tune")) == ids
     assert stage._ended_before(str(tmp_path / "nothing")) == set()
     assert ray.is_initialized()
