@@ -20,7 +20,13 @@ from ncf_tune import cluster, data, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
-from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
+from ncf_tune.files import (
+    disk_error,
+    is_disk_error,
+    read_yaml_mapping,
+    write_text_atomic,
+    write_yaml_atomic,
+)
 from ncf_tune.stage import Winner, run_stage, stage_config
 from ncf_tune.trainable import train_ncf
 
@@ -86,8 +92,14 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
                   + "; cheapest epoch here: "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in epochs.items()))
         with cluster.ray_session(address, cpus, gpus):
-            return _run_stages(chain, split, exp_dir, shared, resume, force, trainable,
-                               budget)
+            try:
+                return _run_stages(chain, split, exp_dir, shared, resume, force, trainable,
+                                   budget)
+            except OSError as exc:  # a full or read-only disk: figures, report, hand-offs
+                if not is_disk_error(exc):
+                    raise
+                where = Path(exc.filename).parent if exc.filename else exp_dir
+                raise disk_error(where, f"cannot write ({exc.strerror})") from None
 
 
 def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
