@@ -43,8 +43,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
+from ray.tune.stopper import TimeoutStopper
 
 from ncf_tune import ranking, spaces, training
 from ncf_tune.config import TrainConfig
@@ -63,7 +65,6 @@ MIN_STAGE_S = 2 * TRIAL_START_S  # a finishing estimate never cuts a stage below
 # Finishing besides test scoring (stopping trials, copying checkpoints, figures, files):
 # what RESERVE_S is for. Measured on ML-1M, 2 cores: 13-25 s a stage.
 FINISH_FIXED_S = RESERVE_S
-BUDGET_SLACK_S = 2.0  # a stage that ran this close to its time budget was ended by it
 
 
 @dataclass
@@ -135,10 +136,41 @@ class Budget:
                 f"{self.minimum(stage):.0f} s)")
 
 
-def ended_by(limit_s: float | None, elapsed_s: float) -> bool:
-    """Whether a stage that ran `elapsed_s` under Tune's `limit_s` (None: no limit) was
-    ended by its time budget rather than by running out of trials."""
-    return limit_s is not None and elapsed_s >= limit_s - BUDGET_SLACK_S
+class StageClock(TimeoutStopper):
+    """A stage's share as Tune's stopper: Tune's own TimeoutStopper (it stops every trial
+    once `seconds` have passed, counted from Tune's first check, as `time_budget_s`
+    does), which also records that it ended the stage, and which a resumed stage can
+    give its new share. Tune saves its stopper with its state and restores it on
+    `Tuner.restore`, with what was left of the old share then; `resume(key, seconds)`,
+    called before the restore, puts the new share in its place."""
+
+    resumed: ClassVar[dict[str, float]] = {}  # stage key: a resumed stage's new share
+    fired: ClassVar[set[str]] = set()  # stage keys whose clock ended their stage
+
+    def __init__(self, key: str, seconds: float) -> None:
+        super().__init__(seconds)
+        self.key = key
+
+    @classmethod
+    def resume(cls, key: str, seconds: float) -> None:
+        cls.resumed[key] = seconds
+
+    @classmethod
+    def ended(cls, key: str) -> bool:
+        """Whether the clock of the stage `key` ended it (since its Tuner started)."""
+        return key in cls.fired
+
+    def stop_all(self) -> bool:
+        if super().stop_all():
+            StageClock.fired.add(self.key)
+            return True
+        return False
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        share = StageClock.resumed.get(self.key)
+        if share is not None:
+            self._timeout_seconds = self._budget = share
 
 
 def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, float]:

@@ -27,7 +27,7 @@ from ncf_tune.files import (
     write_text_atomic,
     write_yaml_atomic,
 )
-from ncf_tune.stage import Winner, run_stage, stage_config
+from ncf_tune.stage import OutOfTime, Winner, run_stage, stage_config
 from ncf_tune.trainable import train_ncf
 
 KEEP_TOP = 3  # a stage that others pretrain from keeps its best 3 trials' models (or more,
@@ -156,9 +156,17 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
                     skipped[stage.name] = budget.skip_reason(stage, chain[i:])
                     print(f"[{stage.name}] skipped: {skipped[stage.name]}")
                     continue
-            summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
-                                force=force, trainable=trainable, shared=shared,
-                                keep_top=keep_top, budget_s=seconds)
+            try:
+                summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
+                                    force=force, trainable=trainable, shared=shared,
+                                    keep_top=keep_top, budget_s=seconds)
+            except OutOfTime:
+                if not summaries:
+                    raise  # no winner of any stage to report: one line, exit 2
+                skipped[stage.name] = (f"its {seconds:.0f} s of the {budget.text} budget "
+                                       "ended before any trial finished an epoch")
+                print(f"[{stage.name}] skipped: {skipped[stage.name]}")
+                continue
             if budget is not None:
                 budget.finished(seconds, summary.wall_seconds)
         summaries.append(summary)

@@ -2,7 +2,7 @@
 
 OptunaSearch (TPE, with the constant liar so that trials started side by side do not
 all get the same proposal) proposes configs and learns from each trial's best epoch;
-ASHA cuts weak trials at rungs counted in evaluations; Tune's own `time_budget_s` ends
+ASHA cuts weak trials at rungs counted in evaluations; Tune's own TimeoutStopper ends
 the stage when its share of a `--time-budget` is spent. The winner is the best epoch of
 any trial by validation metric; its test score is computed once, here.
 """
@@ -42,6 +42,11 @@ class SearchInterrupted(Interrupted):
     """The search stopped before a stage finished (Ctrl-C, SIGTERM); --resume goes on."""
 
 
+class OutOfTime(NcfError):
+    """A stage's time budget ended before any of its trials finished an epoch: the
+    chain skips it when earlier stages have winners to report (budget.py)."""
+
+
 @dataclass(frozen=True)
 class Winner:
     """What a finished stage hands to the stages downstream of it."""
@@ -65,7 +70,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     Trials and their checkpoints go to <shared>/<stage>/tune when `shared` (a storage
     folder or URI) is given, else to <exp_dir>/<stage>/tune. keep_top: how many of the
     best trials' models the stage keeps (for a NeuMF stage's pretrain_top). budget_s:
-    the stage's time budget in seconds (Tune's time_budget_s), None for none.
+    the stage's time budget in seconds (budget.StageClock), None for none; a resumed
+    stage gets it anew, in place of what was left of its old one.
     Raises SearchInterrupted when the stage stopped before its trials (or its budget)
     ran out, NcfError when --resume would mix two different searches.
     """
@@ -89,9 +95,11 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
                      f"{before['budget_s']:.0f} s)" if before.get("budget_s") is not None
                      else f" with a time budget of {budget_s:.0f} s")
         print(f"[{stage.name}] resuming the interrupted search in {tune_dir}{limit}")
+        if budget_s is not None:
+            ncf_budget.StageClock.resume(key, budget_s)
         tuner = tune.Tuner.restore(tune_dir, trainable=trial_fn, resume_errored=True,
                                    param_space=param_space)
-        _set_restored(tuner, budget_s, [printer, watch])
+        _set_restored(tuner, [printer, watch])
         # Trials that ended before the interrupt (ASHA, completed, failed) ended on their
         # own: the budget cannot have cut them.
         printer.ended |= _ended_before(tune_dir)
@@ -108,8 +116,10 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(marker, json.dumps({"key": key, "budget_s": budget_s}) + "\n")
+        clock = ncf_budget.StageClock(key, budget_s) if budget_s is not None else None
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, [printer, watch],
-                           budget_s)
+                           clock)
+    ncf_budget.StageClock.fired.discard(key)
     try:
         with _quiet_unstarted_trials():
             grid = tuner.fit()
@@ -123,14 +133,21 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         raise
     if shared is None and (problem := write_problem(folder)) is not None:
         raise disk_error(folder, problem)  # trials failed writing: not a result
-    elapsed = time.perf_counter() - started
-    ended_by_budget = ncf_budget.ended_by(budget_s, elapsed)
+    ended_by_budget = ncf_budget.StageClock.ended(key)
+    ncf_budget.StageClock.resumed.pop(key, None)
     # A stage with unfinished trials is not a result: nothing is written for it.
     if grid.num_terminated + grid.num_errors < stage.num_samples and not ended_by_budget:
         raise SearchInterrupted(f"[{stage.name}] interrupted with "
                                 f"{grid.num_terminated + grid.num_errors} of {stage.num_samples}"
                                 " trials finished; run the same command with --resume to go on")
     rows, ranked, curves = _collect(grid, stage, printer.ended if ended_by_budget else None)
+    if not ranked and ended_by_budget and not any(r.status == "error" for r in rows):
+        # Nothing to keep: a rerun starts the stage afresh (no --resume, no --force).
+        ncf_storage.remove_tree(tune_dir)
+        marker.unlink(missing_ok=True)
+        raise OutOfTime(f"[{stage.name}] no trial finished an epoch (see {tune_dir}); its "
+                        f"time budget ({budget_s:.0f} s) ended before any trial finished an "
+                        "epoch; give --time-budget more")
     if not ranked:
         hint = (f"its time budget ({budget_s:.0f} s) ended before any trial finished an "
                 "epoch; give --time-budget more" if ended_by_budget else
@@ -232,20 +249,15 @@ class _DiskWatch(tune.Callback):
         return (_DiskWatch, (self.folder,))  # the clock is the running process's
 
 
-def _set_restored(tuner: tune.Tuner, seconds: float | None,
-                  callbacks: list[tune.Callback]) -> None:
-    """Give a restored Tuner the stage's time budget `seconds` and this process's
-    callbacks in place of those it was saved with: Tune restores its TuneConfig and
-    RunConfig as pickled, with no way to change them (a restored time_budget_s counts
-    from the restart, in full; the restored console callback is a copy, whose record of
-    which trials ended on their own this process would never see)."""
-    local = getattr(tuner, "_local_tuner", None)
-    tune_config = getattr(local, "_tune_config", None)
-    run_config = getattr(local, "_run_config", None)
-    if tune_config is None or run_config is None:
-        raise NcfError("--resume: this Ray's Tuner does not expose its configs; use the "
+def _set_restored(tuner: tune.Tuner, callbacks: list[tune.Callback]) -> None:
+    """Give a restored Tuner this process's callbacks in place of those it was saved
+    with: Tune restores its RunConfig as pickled, with no way to change it, and the
+    restored console callback is a copy whose record of which trials ended on their own
+    this process would never see. (Its time budget: budget.StageClock.)"""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is None:
+        raise NcfError("--resume: this Ray's Tuner does not expose its RunConfig; use the "
                        f"Ray versions in pyproject.toml ({cluster.RAY_VERSIONS})")
-    tune_config.time_budget_s = seconds
     run_config.callbacks = callbacks
 
 
@@ -290,7 +302,7 @@ def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | No
 
 
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
-               callbacks: list[tune.Callback], budget_s: float | None) -> tune.Tuner:
+               callbacks: list[tune.Callback], clock: tune.Stopper | None) -> tune.Tuner:
     """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
     folder/tune (a local folder or a storage URI)."""
     searcher = make_searcher(stage)
@@ -309,10 +321,10 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=stage.num_samples,
                                     max_concurrent_trials=stage.max_concurrent,
-                                    time_budget_s=budget_s,
                                     reuse_actors=True),  # no new process per trial
         run_config=tune.RunConfig(
             name="tune", storage_path=folder, verbose=0, callbacks=callbacks,
+            stop=clock,  # the stage's time budget (Tune's TimeoutStopper, budget.py)
             # keep each trial's best epoch: the stage's winner is the best epoch of all
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=stage.metric,

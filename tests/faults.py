@@ -85,3 +85,13 @@ def fill_disk_after_epoch_1(config: dict[str, Any], data: Any) -> None:
         trainable.train_ncf(config, data)
     finally:
         trainable.tune.report = real
+
+
+def neumf_never_finishes_an_epoch(config: dict[str, Any], data: Any) -> None:
+    """GMF and MLP trials train; a NeuMF trial waits (a worker on a machine too busy to
+    run it) until its stage's time budget stops it."""
+    if config["model"] == "neumf":
+        import time
+
+        time.sleep(3600)
+    trainable.train_ncf(config, data)

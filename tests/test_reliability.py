@@ -6,16 +6,23 @@ is one line with nothing half-written."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import pickle
+import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import faults
 import pytest
 import ray
 import torch
+from conftest import make_ratings, write_dat
 from ray import tune
+from test_interrupt import start
 from test_search_budget import (
     ray_local,  # noqa: F401  (a module-scoped fixture)
     write_chain,
@@ -56,10 +63,21 @@ def test_a_stage_with_no_time_left_gets_none_not_a_limit_of_zero(tmp_path):
     assert share is not None and share > b.minimum(gmf)
 
 
-def test_a_stage_ran_to_its_limit_was_ended_by_it():
-    assert budget.ended_by(60.0, 59.0)
-    assert not budget.ended_by(60.0, 30.0)
-    assert not budget.ended_by(None, 1e9)
+def test_a_stage_clock_says_it_ended_the_stage_and_takes_a_resumed_share():
+    clock = budget.StageClock("k1", 0.0)
+    assert not budget.StageClock.ended("k1")
+    clock.stop_all()  # Tune's first check starts the clock
+    assert clock.stop_all() and budget.StageClock.ended("k1")
+    # Tune saves its stopper with its state and restores it with what was left of the
+    # old share; a resumed stage's new share takes its place.
+    saved = pickle.dumps(budget.StageClock("k2", 100.0))
+    assert pickle.loads(saved)._budget == 100.0
+    budget.StageClock.resume("k2", 42.0)
+    restored = pickle.loads(saved)
+    assert restored._budget == restored._timeout_seconds == 42.0
+    assert not restored.stop_all() and not budget.StageClock.ended("k2")
+    budget.StageClock.resumed.clear()
+    budget.StageClock.fired.clear()
 
 
 def summary(name: str, model: str, val: float, evaluation: str) -> results.StageSummary:
@@ -104,29 +122,43 @@ def test_a_chain_whose_last_stage_has_no_time_skips_it_and_reports_the_rest(tmp_
     assert all(s.budget_s and s.budget_s > 0 for s in summaries)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+def test_a_later_stage_its_budget_ends_before_an_epoch_is_skipped_too(tmp_path):
+    # The NeuMF stage gets time, but its trials finish no epoch in it (a loaded machine):
+    # not a failed search, a skipped stage; its empty Tune folder does not block a rerun.
+    gmf, mlp, neumf = three_stages(tmp_path)
+    split = data.prepare(gmf.data)
+    b = budget.Budget("2m", 120.0, time.monotonic() + 75 + 3 * budget.RESERVE_S)
+    b.epochs.update({"gmf": 0.1, "mlp": 0.1, "neumf": 0.1})
+    exp = tmp_path / "r" / "e"
+    summaries = chain._run_stages([gmf, mlp, neumf], split, exp, None, False, False,
+                                  faults.neumf_never_finishes_an_epoch, b)
+    assert [s.stage for s in summaries] == ["gmf", "mlp"]
+    report = (exp / "report.md").read_text()
+    assert "**Skipped: neumf** (its " in report and "ended before any trial finished" in report
+    assert not (exp / "neumf" / "tune").exists() and not (exp / "neumf" / "search.json").exists()
+
+
 def _tiny_trial(config: dict) -> None:
     for step in range(1, 4):
         tune.report({"score": config["x"] * step, "step": step})
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_a_resumed_stage_gets_its_new_limit_and_knows_which_trials_had_ended(tmp_path):
-    # Tune restores a Tuner's TuneConfig as saved: the stage's old time_budget_s, in
-    # full, from the restart; and its callbacks as pickled copies, so the console's
-    # record of trials that ended on their own was never seen. The resumed stage sets
-    # its new share and its own callbacks, and knows which trials ended before the stop.
+def test_a_resumed_stage_gets_its_own_callbacks_and_knows_which_trials_had_ended(tmp_path):
+    # Tune restores a Tuner's callbacks as pickled copies, so the console's record of
+    # trials that ended on their own was never seen: the resumed stage sets its own, and
+    # knows which trials ended before the stop.
     folder = str(tmp_path / "t")
     tuner = tune.Tuner(_tiny_trial, param_space={"x": tune.grid_search([1, 2])},
-                       tune_config=tune.TuneConfig(time_budget_s=500.0),
                        run_config=tune.RunConfig(name="tune", storage_path=folder,
                                                  verbose=0))
     grid = tuner.fit()
     ids = {r.metrics["trial_id"] for r in grid}
     restored = tune.Tuner.restore(str(Path(folder) / "tune"), trainable=_tiny_trial)
-    assert restored._local_tuner._tune_config.time_budget_s == 500.0  # what Tune restores
     ours = tune.Callback()
-    stage._set_restored(restored, 42.0, [ours])
-    assert restored._local_tuner._tune_config.time_budget_s == 42.0
+    stage._set_restored(restored, [ours])
     assert restored._local_tuner._run_config.callbacks == [ours]  # not pickled copies
     assert stage._ended_before(str(Path(folder) / "tune")) == ids
     assert stage._ended_before(str(tmp_path / "nothing")) == set()
@@ -216,3 +248,47 @@ def test_starting_ray_keeps_its_protection_and_its_warning_off_our_console(tmp_p
         assert p.stdout.strip().splitlines() == [
             p.stdout.strip().splitlines()[0], "token auth: False"]
         assert p.stdout.startswith("ray: token authentication is off (RAY_AUTH_MODE=disabled)")
+
+
+BUDGETED = """
+model: gmf
+data: {data}
+params:
+  factors: 8
+  batch_size: 64
+  lr: {{loguniform: [1.0e-4, 1.0e-2]}}
+num_samples: 300
+max_epochs: 4
+scheduler: {{grace_period: 1, reduction_factor: 2}}
+"""
+
+
+@pytest.mark.slow
+def test_a_resumed_budgeted_stage_gets_its_share_anew_and_keeps_asha_stops(tmp_path):
+    # Stopped (Ctrl-C) after ASHA has stopped trials; resumed, the stage runs until its
+    # new share ends it. The trials ASHA stopped before the stop must not be counted as
+    # cut by the time budget, and the console says what the resumed stage was given.
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=200, num_items=200))
+    space = tmp_path / "gmf.yaml"
+    space.write_text(BUDGETED.format(data=ratings))
+    results_dir = tmp_path / "results"
+    proc = start(space, results_dir, "--time-budget", "90s")
+    deadline, seen = time.time() + 150, []
+    for line in proc.stdout:
+        seen.append(line)
+        if "stopped early (ASHA)" in line or time.time() > deadline:
+            break
+    asha = sum("stopped early (ASHA)" in line for line in seen)
+    assert asha >= 1, "".join(seen)
+    time.sleep(1)  # into Tune's next snapshot
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    resumed = start(space, results_dir, "--time-budget", "90s", "--resume")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert re.search(r"\[gmf\] resuming the interrupted search in .* with a time budget of "
+                     r"\d+ s \(it started with \d+ s\)", out), out
+    summary = json.loads((results_dir / "e" / "gmf" / "summary.json").read_text())
+    assert summary["trials"] < 300 and summary["statuses"]["cut by the time budget"] >= 1
+    assert summary["statuses"]["stopped early (ASHA)"] >= asha
