@@ -13,9 +13,9 @@ scoring the test set both ways, writing results; once a stage is seen to need mo
 later stages keep 1.5 times that. A NeuMF stage built from upstream winners knows its
 model's shape before it runs: it times scoring such a model (`finish_seconds`) and takes
 what that needs beyond the reserve out of its own share, as it is the last stage and no
-one after it can absorb an overrun. Inside a stage
-the budget is Ray Tune's own `time_budget_s`: when it is spent Tune stops the running
-trials, and the stage is scored from every epoch its trials finished (ASHA will have cut
+one after it can absorb an overrun. Inside a stage the budget is Ray Tune's own
+timeout (`StageClock`, the stopper `time_budget_s` builds): when it is spent Tune stops
+the running trials, and the stage is scored from every epoch its trials finished (ASHA will have cut
 the weak ones early, so the time went to the promising ones).
 
 Before anything runs, each stage's share is checked against one epoch of its cheapest
@@ -28,14 +28,15 @@ estimates, when a stage has no time left, and what a resumed search gets:
 
 - A stage whose share (once earlier stages overran on a loaded machine) is less than
   starting a trial and one epoch of its cheapest config is skipped, not run: Tune reads
-  a time_budget_s of 0 as no limit at all. So are the stages built from a skipped one.
+  a time limit of 0 as no limit at all. So are the stages built from a skipped one.
   The chain hands on and reports the winners of the stages that ran.
 - `--resume` under a budget: the clock starts again when the search is resumed, and the
   stages still to run share the whole `--time-budget` anew (a finished stage is reused
   at no cost). The interrupted stage is restored with its new share as Tune's limit, in
-  place of the one it started with. Why not what was left when it stopped: a search
-  killed by SIGKILL, a lost node or a scheduler's time limit never gets to say when it
-  stopped, and a requeued job has a wall-clock limit of its own.
+  place of what was left of the one it started with (Tune restores its stopper). Why
+  not what was left when it stopped: a search killed by SIGKILL, a lost node or a
+  scheduler's time limit never gets to say when it stopped, and a requeued job has a
+  wall-clock limit of its own.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class Budget:
 
     def plan(self, stage: spaces.Stage, still_to_run: list[spaces.Stage], split: Split,
              shape: TrainConfig | None = None) -> float | None:
-        """Seconds for `stage` (Tune's time_budget_s), the first of `still_to_run`, or
+        """Seconds for `stage` (its `StageClock`), the first of `still_to_run`, or
         None when it has no time left: less than `minimum`, so it is skipped (Tune would
         read 0 as no limit). shape: the config its trials get when its model's shape is
         known before it runs (a NeuMF built from upstream winners): finishing it is timed
