@@ -13,29 +13,46 @@ scoring the test set both ways, writing results; once a stage is seen to need mo
 later stages keep 1.5 times that. A NeuMF stage built from upstream winners knows its
 model's shape before it runs: it times scoring such a model (`finish_seconds`) and takes
 what that needs beyond the reserve out of its own share, as it is the last stage and no
-one after it can absorb an overrun. Inside a stage
-the budget is Ray Tune's own `time_budget_s`: when it is spent Tune stops the running
-trials, and the stage is scored from every epoch its trials finished (ASHA will have cut
+one after it can absorb an overrun. Inside a stage the budget is Ray Tune's own
+timeout (`StageClock`, the stopper `time_budget_s` builds): when it is spent Tune stops
+the running trials, and the stage is scored from every epoch its trials finished (ASHA will have cut
 the weak ones early, so the time went to the promising ones).
 
 Before anything runs, each stage's share is checked against one epoch of its cheapest
 config, timed on this machine on a few batches: a budget that cannot train one epoch
 of a stage (plus starting its first trial) is a one-line error that says how much would
 do.
+
+`Budget` is the one home of this policy: the shares, the reserve, the finishing
+estimates, when a stage has no time left, and what a resumed search gets:
+
+- A stage whose share (once earlier stages overran on a loaded machine) is less than
+  starting a trial and one epoch of its cheapest config is skipped, not run: Tune reads
+  a time limit of 0 as no limit at all. So are the stages built from a skipped one.
+  The chain hands on and reports the winners of the stages that ran.
+- `--resume` under a budget: the clock starts again when the search is resumed, and the
+  stages still to run share the whole `--time-budget` anew (a finished stage is reused
+  at no cost). The interrupted stage is restored with its new share as Tune's limit, in
+  place of what was left of the one it started with (Tune restores its stopper). Why
+  not what was left when it stopped: a search killed by SIGKILL, a lost node or a
+  scheduler's time limit never gets to say when it stopped, and a requeued job has a
+  wall-clock limit of its own.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
+from ray.tune.stopper import TimeoutStopper
 
 from ncf_tune import ranking, spaces, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import Split
+from ncf_tune.durations import parse_duration
 from ncf_tune.errors import NcfError
 from ncf_tune.models import build
 from ncf_tune.sampling import EpochData, NegativeSampler
@@ -49,22 +66,6 @@ MIN_STAGE_S = 2 * TRIAL_START_S  # a finishing estimate never cuts a stage below
 # Finishing besides test scoring (stopping trials, copying checkpoints, figures, files):
 # what RESERVE_S is for. Measured on ML-1M, 2 cores: 13-25 s a stage.
 FINISH_FIXED_S = RESERVE_S
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `90s`, `10m`, `2h`, `1h30m` or a plain number of seconds."""
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        seconds = float(t)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", t)
-        if not parts or "".join(n + u for n, u in parts) != t:
-            raise ValueError(f"{text!r} is not a duration like 90s, 10m, 2h or 1h30m")
-        seconds = sum(float(n) * UNITS[u] for n, u in parts)
-    if not seconds > 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return seconds
 
 
 @dataclass
@@ -77,6 +78,10 @@ class Budget:
     seconds: float
     deadline: float
     reserve: float = RESERVE_S
+    # Seconds of one epoch of each stage's cheapest config on this machine, by stage
+    # name (`check` fills it): a stage with less time than that and a trial's start is
+    # skipped.
+    epochs: dict[str, float] = field(default_factory=dict)
 
     def finished(self, stage_budget_s: float, stage_wall_s: float) -> None:
         """Learn from a stage that ran `stage_wall_s` on a budget of `stage_budget_s`:
@@ -106,11 +111,76 @@ class Budget:
         return max(share - extra, min(share, MIN_STAGE_S))
 
 
+    def minimum(self, stage: spaces.Stage) -> float:
+        """The least a stage can use: starting a trial and one epoch of its cheapest
+        config (as timed by `check`)."""
+        return TRIAL_START_S + self.epochs.get(stage.name, 0.0)
+
+    def plan(self, stage: spaces.Stage, still_to_run: list[spaces.Stage], split: Split,
+             shape: TrainConfig | None = None) -> float | None:
+        """Seconds for `stage` (its `StageClock`), the first of `still_to_run`, or
+        None when it has no time left: less than `minimum`, so it is skipped (Tune would
+        read 0 as no limit). shape: the config its trials get when its model's shape is
+        known before it runs (a NeuMF built from upstream winners): finishing it is timed
+        (`finish_seconds`) and what that needs beyond the reserve comes out of its share."""
+        if self.stage_seconds(stage, still_to_run) < self.minimum(stage):
+            return None  # do not time a finish that will not happen
+        finish = finish_seconds(shape, split) if shape is not None else 0.0
+        seconds = self.stage_seconds(stage, still_to_run, finish_s=finish)
+        return seconds if seconds >= self.minimum(stage) else None
+
+    def skip_reason(self, stage: spaces.Stage, still_to_run: list[spaces.Stage]) -> str:
+        """Why `plan` gave `stage` no time, in a few words for the console and report."""
+        return (f"{max(0.0, self.left()):.0f} s of the {self.text} budget left with "
+                f"{len(still_to_run)} stage(s) to run and {self.reserve:.0f} s kept per stage "
+                f"to finish: less than starting a trial and one epoch (about "
+                f"{self.minimum(stage):.0f} s)")
+
+
+class StageClock(TimeoutStopper):
+    """A stage's share as Tune's stopper: Tune's own TimeoutStopper (it stops every trial
+    once `seconds` have passed, counted from Tune's first check, as `time_budget_s`
+    does), which also records that it ended the stage, and which a resumed stage can
+    give its new share. Tune saves its stopper with its state and restores it on
+    `Tuner.restore`, with what was left of the old share then; `resume(key, seconds)`,
+    called before the restore, puts the new share in its place."""
+
+    resumed: ClassVar[dict[str, float]] = {}  # stage key: a resumed stage's new share
+    fired: ClassVar[set[str]] = set()  # stage keys whose clock ended their stage
+
+    def __init__(self, key: str, seconds: float) -> None:
+        super().__init__(seconds)
+        self.key = key
+
+    @classmethod
+    def resume(cls, key: str, seconds: float) -> None:
+        cls.resumed[key] = seconds
+
+    @classmethod
+    def ended(cls, key: str) -> bool:
+        """Whether the clock of the stage `key` ended it (since its Tuner started)."""
+        return key in cls.fired
+
+    def stop_all(self) -> bool:
+        if super().stop_all():
+            StageClock.fired.add(self.key)
+            return True
+        return False
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        share = StageClock.resumed.get(self.key)
+        if share is not None:
+            self._timeout_seconds = self._budget = share
+
+
 def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, float]:
     """Refuse (NcfError) a budget in which some stage cannot start a trial and train one
-    epoch of its cheapest config; returns each stage's estimated seconds for that epoch."""
+    epoch of its cheapest config; returns each stage's estimated seconds for that epoch
+    (kept in `budget.epochs`)."""
     left = budget.left() - STARTUP_S
     epochs = {s.name: epoch_seconds(s, split) for s in chain}
+    budget.epochs.update(epochs)
     for i, stage in enumerate(chain):
         share = budget.stage_seconds(stage, chain[i:], left)
         if share < TRIAL_START_S + epochs[stage.name]:

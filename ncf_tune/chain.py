@@ -19,8 +19,15 @@ from ncf_tune import budget as ncf_budget
 from ncf_tune import cluster, data, placement, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
-from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
-from ncf_tune.stage import Winner, run_stage, stage_config
+from ncf_tune.errors import NcfError
+from ncf_tune.files import (
+    disk_error,
+    is_disk_error,
+    read_yaml_mapping,
+    write_text_atomic,
+    write_yaml_atomic,
+)
+from ncf_tune.stage import OutOfTime, Winner, run_stage, stage_config
 from ncf_tune.trainable import train_ncf
 
 KEEP_TOP = 3  # a stage that others pretrain from keeps its best 3 trials' models (or more,
@@ -41,8 +48,9 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
               address: str | None = None, storage: str | None = None, resume: bool = False,
               force: bool = False,
               trainable: Callable[..., None] = train_ncf) -> list[results.StageSummary]:
-    """Run the stage in `space` and its upstream stages; returns one summary per stage,
-    upstream first (`results.best_stage(...)` picks the chain's best model).
+    """Run the stage in `space` and its upstream stages; returns one summary per stage
+    that ran, upstream first (`results.best_stage(...)` picks the chain's best model). A
+    stage the time budget left no time for is skipped, with the stages built from it.
 
     The keyword arguments are the CLI's options (see `python -m ncf_tune.search --help`);
     num_samples, max_epochs, data_source and seed override every stage of the chain.
@@ -57,6 +65,7 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
     ncf_tune.errors.Interrupted) when a stage was stopped before it finished.
     """
     started = time.monotonic()
+    cluster.check_ray_version()
     overrides = {"num_samples": num_samples, "max_epochs": max_epochs, "data": data_source,
                  "seed": seed, "no_recipes": no_recipes}
     chain = spaces.load_chain(space, overrides)
@@ -85,8 +94,14 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
                   + "; cheapest epoch here: "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in epochs.items()))
         with cluster.ray_session(address, cpus, gpus):
-            return _run_stages(chain, split, exp_dir, shared, resume, force, trainable,
-                               budget)
+            try:
+                return _run_stages(chain, split, exp_dir, shared, resume, force, trainable,
+                                   budget)
+            except OSError as exc:  # a full or read-only disk: figures, report, hand-offs
+                if not is_disk_error(exc):
+                    raise
+                where = Path(exc.filename).parent if exc.filename else exp_dir
+                raise disk_error(where, f"cannot write ({exc.strerror})") from None
 
 
 def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
@@ -101,7 +116,14 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
     chain = cluster.check_resources(chain, users_items=(split.num_users, split.num_items))
     winners: dict[str, Winner] = {}
     summaries = []
+    skipped: dict[str, str] = {}  # stage: why it did not run (budget.py)
     for i, stage in enumerate(chain):
+        missing = [_stage_of(chain, p).name for p in stage.pretrain.values()
+                   if _stage_of(chain, p).name in skipped]
+        if missing:
+            skipped[stage.name] = f"built from {', '.join(missing)}, which did not run"
+            print(f"[{stage.name}] skipped: {skipped[stage.name]}")
+            continue
         upstream = {kind: winners[_stage_of(chain, p).name] for kind, p in
                     stage.pretrain.items()}
         nominal = (budget.seconds, stage.budget_share) if budget is not None else None
@@ -123,29 +145,46 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
         else:
             if previous is not None and not force:
                 _set_aside(stage, exp_dir, previous.key, shared, why)
-            seconds, finish = None, 0.0
-            if budget is not None and stage.starts_pretrained:
-                # A NeuMF's shape is known before it runs: time what scoring its winner
-                # will take, so that the stage ends by the deadline, scored.
+            seconds = None
+            if budget is not None:
+                # A NeuMF's shape is known before it runs: the budget times what scoring
+                # its winner will take, so that the stage ends by the deadline, scored.
                 shape = TrainConfig.from_dict({**stage.fixed_space(),
                                                **stage_config(stage, upstream)},
-                                              where=str(stage.path))
-                finish = ncf_budget.finish_seconds(shape, split)
-            if budget is not None:
-                seconds = budget.stage_seconds(stage, chain[i:], finish_s=finish)
-            summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
-                                force=force, trainable=trainable, shared=shared,
-                                keep_top=keep_top, budget_s=seconds)
+                                              where=str(stage.path)) \
+                    if stage.starts_pretrained else None
+                seconds = budget.plan(stage, chain[i:], split, shape)
+                if seconds is None:  # Tune would read a limit of 0 as none at all
+                    skipped[stage.name] = budget.skip_reason(stage, chain[i:])
+                    print(f"[{stage.name}] skipped: {skipped[stage.name]}")
+                    continue
+            try:
+                summary = run_stage(stage, split, exp_dir, upstream, key, resume=resume,
+                                    force=force, trainable=trainable, shared=shared,
+                                    keep_top=keep_top, budget_s=seconds)
+            except OutOfTime:
+                if not summaries:
+                    raise  # no winner of any stage to report: one line, exit 2
+                skipped[stage.name] = (f"its {seconds:.0f} s of the {budget.text} budget "
+                                       "ended before any trial finished an epoch")
+                print(f"[{stage.name}] skipped: {skipped[stage.name]}")
+                continue
             if budget is not None:
                 budget.finished(seconds, summary.wall_seconds)
         summaries.append(summary)
         winners[stage.name] = _winner(stage, exp_dir, key, summary, max(asked, default=1),
                                       shared if asked else None)
-    report = results.write_report(exp_dir, summaries, budget.text if budget else None)
+    if not summaries:
+        raise NcfError(f"--time-budget {budget.text if budget else ''}: no stage of the chain "
+                       f"ran ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}); give "
+                       "more time")
+    report = results.write_report(exp_dir, summaries, budget.text if budget else None,
+                                  skipped=skipped)
     best = results.best_stage(summaries)
     print(f"done: best model {exp_dir / best.stage / 'best_model.pt'} ({best.stage}, val "
-          f"{best.metric.upper()}@10 {getattr(best, 'val_' + best.metric):.4f}); {report}; "
-          f"tensorboard --logdir {exp_dir}")
+          f"{best.metric.upper()}@10 {getattr(best, 'val_' + best.metric):.4f}); {report}"
+          + (f" (skipped: {', '.join(skipped)})" if skipped else "")
+          + f"; tensorboard --logdir {exp_dir}")
     return summaries
 
 

@@ -65,7 +65,8 @@ def save(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optim
         "metrics": dict(metrics or {}),
         # Plain strings and tensors: a weights_only load reads them.
         "ids": None if ids is None else {"source": ids.source, "fingerprint": ids.fingerprint,
-                                         "users": ids.users.cpu(), "items": ids.items.cpu()},
+                                         "users": ids.users.cpu(), "items": ids.items.cpu(),
+                                         "split_seed": ids.split_seed},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -115,9 +116,11 @@ def _ids(raw: Any, path: Any, num_users: int, num_items: int) -> IdMap | None:
     if raw is None:
         return None
     try:
-        ids = IdMap(str(raw["source"]), str(raw["fingerprint"]), raw["users"], raw["items"])
+        seed = raw.get("split_seed")  # absent before splits were recorded
+        ids = IdMap(str(raw["source"]), str(raw["fingerprint"]), raw["users"], raw["items"],
+                    None if seed is None else int(seed))
         ok = ids.users.shape == (num_users,) and ids.items.shape == (num_items,)
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError, ValueError):
         ok = False
     if not ok:
         raise NcfError(f"{path}: its id maps do not fit its {num_users} users x {num_items} "
@@ -126,16 +129,18 @@ def _ids(raw: Any, path: Any, num_users: int, num_items: int) -> IdMap | None:
 
 
 def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
-                    num_items: int) -> None:
+                    num_items: int, ids: IdMap | None = None) -> None:
     """Initialise `model` from the checkpoints `config.pretrain_gmf` / `pretrain_mlp`.
 
     Sizes must match: the pretrained models' user/item counts the data's, the GMFs'
     factors NeuMF's factors (summed, for several) or the MLP's embedding size, the MLPs'
-    layers NeuMF's layers (summed layer by layer, for several).
+    layers NeuMF's layers (summed layer by layer, for several). ids: the split `model`
+    trains on (`Split.ids`); a part trained on other data or on another split of it is
+    refused, since its training rows hold this split's validation items (`same_split`).
     """
     if not (config.pretrain_gmf or config.pretrain_mlp):
         return
-    gmfs = [_pretrained(p, "gmf", num_users, num_items) for p in config.pretrain_gmf]
+    gmfs = [_pretrained(p, "gmf", num_users, num_items, ids) for p in config.pretrain_gmf]
     if config.model == "mlp":
         gmf = gmfs[0]
         assert isinstance(model, MLP) and isinstance(gmf, GMF)
@@ -145,7 +150,7 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
                            f"use layers starting with {2 * gmf.user.embedding_dim}")
         model.embeddings_from(gmf)
         return
-    mlps = [_pretrained(p, "mlp", num_users, num_items) for p in config.pretrain_mlp]
+    mlps = [_pretrained(p, "mlp", num_users, num_items, ids) for p in config.pretrain_mlp]
     gmf_names, mlp_names = (" + ".join(paths) for paths in (config.pretrain_gmf,
                                                              config.pretrain_mlp))
     try:
@@ -166,11 +171,33 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
     model.load_pretrained(gmfs, mlps, config.alpha)  # type: ignore[operator]
 
 
-def _pretrained(path: str, kind: str, num_users: int, num_items: int) -> nn.Module:
+def same_split(path: str, part: IdMap | None, here: IdMap | None) -> None:
+    """Refuse (one line, naming both splits) a pretrained part whose checkpoint says it was
+    trained on other data, or on the same data split with another seed: that split's
+    training rows hold this one's validation items, and the part would inflate validation
+    and pick winners on leaked data. A checkpoint saved before splits were recorded (no
+    split seed) is checked on its data alone."""
+    if part is None or here is None:
+        return
+    if part.fingerprint != here.fingerprint:
+        raise NcfError(f"{path}: trained on other data ({part.source}, fingerprint "
+                       f"{part.fingerprint}) than this run's ({here.source}, "
+                       f"{here.fingerprint}); pretrain on the same data")
+    if part.split_seed is not None and here.split_seed is not None \
+            and part.split_seed != here.split_seed:
+        raise NcfError(f"{path}: trained on the seed-{part.split_seed} split of "
+                       f"{part.source}, this run uses its seed-{here.split_seed} split (whose "
+                       f"validation items that model trained on); pretrain with --seed "
+                       f"{here.split_seed}, or run this one with --seed {part.split_seed}")
+
+
+def _pretrained(path: str, kind: str, num_users: int, num_items: int,
+                ids: IdMap | None = None) -> nn.Module:
     ckpt = load(str(path), expect_model=kind)
     if (ckpt.num_users, ckpt.num_items) != (num_users, num_items):
         raise NcfError(f"{path}: trained on {ckpt.num_users} users x {ckpt.num_items} items, "
                        f"the data has {num_users} x {num_items}; pretrain on the same data")
+    same_split(path, ckpt.ids, ids)
     try:
         return ckpt.model()
     except RuntimeError as exc:

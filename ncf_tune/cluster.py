@@ -26,6 +26,13 @@ from ncf_tune import placement, spaces
 from ncf_tune.errors import NcfError
 
 MIN_FREE_BYTES = 256 * 2**20  # checkpoints of a few trials; refuse before trials start
+# The Ray releases CI tests (pyproject.toml says the same): the search leans on Tune
+# interfaces that moved between releases (tune.report, RunConfig, restoring a Tuner's
+# TuneConfig, the token-authentication logger), so another Ray is refused up front.
+RAY_VERSIONS = ">=2.60,<2.61"
+# Ray logs a WARNING at every local start that token authentication is on (its
+# default, which stays on): noise on a console that is otherwise the search's.
+AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 # Read by Ray Tune while a search runs: a readable console, trials started side by side.
 TUNE_ENV = {
@@ -112,6 +119,35 @@ def shutdown_ray(timeout: float) -> None:
     stopper.join(timeout)
 
 
+def check_ray_version(version: str | None = None) -> None:
+    """Refuse (one line) a Ray outside RAY_VERSIONS; version: default the installed one."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    version = ray.__version__ if version is None else version
+    try:
+        ok = Version(version) in SpecifierSet(RAY_VERSIONS)
+    except InvalidVersion:
+        ok = False
+    if not ok:
+        raise NcfError(f"ray {version} is installed; ncf_tune is tested with ray{RAY_VERSIONS} "
+                       f"and uses Tune interfaces that moved between releases: pip install "
+                       f"'ray[tune]{RAY_VERSIONS}'")
+
+
+@contextlib.contextmanager
+def _quiet_auth_warning() -> Iterator[None]:
+    """Ray's token-authentication WARNING off the console while Ray starts; the
+    protection itself is left as Ray sets it (on by default)."""
+    log = logging.getLogger(AUTH_LOGGER)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> bool:
     """Start (or join) Ray unless it is running; True when this call started it."""
     if ray.is_initialized():
@@ -130,7 +166,13 @@ def _start_ray(address: str | None, cpus: int | None, gpus: int | None) -> bool:
                                if p)
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         kwargs.update(num_cpus=cpus, num_gpus=gpus)
-    ray.init(**kwargs)
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            # The user turned Ray's protection off: one line of ours says what that means.
+            print("ray: token authentication is off (RAY_AUTH_MODE=disabled): anyone who can "
+                  "reach this machine's Ray ports can run code in the search; unset it to "
+                  "turn it back on")
+    with _quiet_auth_warning():
+        ray.init(**kwargs)
     return True
 
 

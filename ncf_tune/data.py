@@ -25,6 +25,7 @@ latest remaining one, so hyperparameters never see the test item.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -169,6 +170,10 @@ class IdMap:
     fingerprint: str  # Interactions.fingerprint: recognises the same data elsewhere
     users: torch.Tensor  # [num_users] int64: raw id of user index u
     items: torch.Tensor  # [num_items] int64
+    # The seed of the split a model was trained on (`split`'s: it chose the validation
+    # and test hold-outs): with the fingerprint, the split's identity. A model of another
+    # split trained on this one's validation items. None: no split, or an older file.
+    split_seed: int | None = None
 
     @classmethod
     def of(cls, data: Interactions) -> IdMap:
@@ -550,7 +555,7 @@ def split(data: Interactions, seed: int = 0) -> Split:
         test=test,
         seed=seed,
         notes=tuple(notes),
-        ids=IdMap.of(data),
+        ids=dataclasses.replace(IdMap.of(data), split_seed=seed),
     )
 
 

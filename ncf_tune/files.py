@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +56,38 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+# A write that fails with one of these is the folder's fault (full, over quota, read-only,
+# not ours to write), not the program's: one line naming the folder, and --resume.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+LOW_SPACE_BYTES = 4 * 2**20  # less than this free mid-search: stop before writes fail
+
+
+def write_problem(folder: str | os.PathLike, low_bytes: int = LOW_SPACE_BYTES) -> str | None:
+    """Why `folder` cannot take more writes now ("no space left: 1 MiB free", "not
+    writable (Read-only file system)"), or None when it can."""
+    try:
+        free = shutil.disk_usage(folder).free
+        if free < low_bytes:
+            return f"no space left ({free / 2**20:.1f} MiB free)"
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"not writable ({exc.strerror or exc})"
+    return None
+
+
+def disk_error(folder: str | os.PathLike, problem: str) -> NcfError:
+    """The one line for a results folder that filled up or turned unwritable mid-search."""
+    return NcfError(f"{folder}: {problem}; the search stopped and wrote nothing half-way: "
+                    "free some space (or make it writable) and run the same command with "
+                    "--resume to go on")
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """Whether `exc` is a write refused by the disk or the folder (DISK_ERRNOS)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
 
 
 def write_yaml_atomic(path: str | os.PathLike, value: Any) -> Path:

@@ -133,12 +133,21 @@ def write_stage(experiment_dir: Path, summary: StageSummary, rows: list[TrialRow
     for a stage nothing pretrains from)."""
     folder = stage_dir(experiment_dir, summary.stage)
     folder.mkdir(parents=True, exist_ok=True)
-    for rank, source in enumerate(checkpoints, start=1):
-        with atomic_path(folder / top_model_file(rank)) as tmp:
-            shutil.copyfile(source, tmp)
-    write_yaml_atomic(folder / "best_config.yaml", summary.best_config)
-    write_text_atomic(folder / "trials.csv", trials_csv(rows))
-    write_text_atomic(folder / "summary.json", summary.to_json())
+    written: list[Path] = []
+    try:
+        for rank, source in enumerate(checkpoints, start=1):
+            with atomic_path(folder / top_model_file(rank)) as tmp:
+                shutil.copyfile(source, tmp)
+            written.append(folder / top_model_file(rank))
+        written.append(write_yaml_atomic(folder / "best_config.yaml", summary.best_config))
+        written.append(write_text_atomic(folder / "trials.csv", trials_csv(rows)))
+        write_text_atomic(folder / "summary.json", summary.to_json())
+    except OSError:
+        # A full disk half-way: no stage's files without its summary.json, which says
+        # the stage is complete (--resume writes them all again).
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return folder
 
 
@@ -157,17 +166,27 @@ def trials_csv(rows: list[TrialRow]) -> str:
 
 def best_stage(summaries: list[StageSummary]) -> StageSummary:
     """The chain's best model: the stage winner with the best validation score (by the
-    last stage's metric; the earlier stage wins a tie, being the simpler model)."""
+    last stage's metric; the earlier stage wins a tie, being the simpler model), among
+    the stages validated as the last one was (`eval`): a full-ranking HR@10 and a
+    sampled one are not on one scale, so stages of the other mode are not compared."""
     metric = summaries[-1].metric
-    return max(summaries, key=lambda s: getattr(s, f"val_{metric}"))
+    return max(comparable(summaries), key=lambda s: getattr(s, f"val_{metric}"))
+
+
+def comparable(summaries: list[StageSummary]) -> list[StageSummary]:
+    """The stages whose validation scores `best_stage` compares: those with the last
+    stage's `eval` mode."""
+    return [s for s in summaries if s.eval == summaries[-1].eval]
 
 
 def write_report(experiment_dir: Path, summaries: list[StageSummary],
                  budget: str | None = None,
-                 figures: Mapping[str, StageFigures] | None = None) -> Path:
+                 figures: Mapping[str, StageFigures] | None = None,
+                 skipped: Mapping[str, str] | None = None) -> Path:
     """report.md: the chain's best model first, then a section per stage. budget: the
     chain's --time-budget as the user gave it, if any. figures: by stage name, a stage's
-    figures (linked relative to the report) and hyperparameter importance."""
+    figures (linked relative to the report) and hyperparameter importance. skipped: by
+    stage name, why a stage of the chain did not run (its time budget was spent)."""
     best = best_stage(summaries)
     metric = best.metric
     lines = [f"# {experiment_dir.name}", "",
@@ -175,6 +194,15 @@ def write_report(experiment_dir: Path, summaries: list[StageSummary],
              f"{metric.upper()}@10 {getattr(best, 'val_' + metric):.4f}; test HR@10 "
              f"{best.test_hr:.4f}, NDCG@10 {best.test_ndcg:.4f}): "
              f"`{best.stage}/best_model.pt`, retrain with `{best.stage}/best_config.yaml`.", ""]
+    others = [s.stage for s in summaries if s not in comparable(summaries)]
+    if others:
+        mode = {"sampled": "99 sampled negatives", "full": "full ranking"}
+        lines += [f"Chosen among the stages validated with {mode[best.eval]}; not compared "
+                  f"(validated the other way, their scores are on another scale): "
+                  f"{', '.join(others)}.", ""]
+    for name, why in (skipped or {}).items():
+        lines += [f"**Skipped: {name}** ({why}); the best model is chosen among the stages "
+                  "that ran.", ""]
     if budget is not None:
         spent = sum(s.wall_seconds for s in summaries)
         shares = ", ".join(f"{s.stage} {s.budget_s:.0f} s" for s in summaries

@@ -19,9 +19,9 @@ import os
 import sys
 from typing import Any
 
-from ncf_tune.budget import parse_duration
 from ncf_tune.chain import run_chain
 from ncf_tune.cli import Parser, guarded, positive_int
+from ncf_tune.durations import parse_duration
 from ncf_tune.stage import SearchInterrupted
 
 __all__ = ["run_chain", "SearchInterrupted", "main", "parser"]

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ncf_tune.config import TrainConfig
+from ncf_tune.durations import parse_duration
 from ncf_tune.errors import NcfError
 from ncf_tune.files import read_yaml_mapping
 from ncf_tune.models import MODELS, NAMES
@@ -402,8 +403,6 @@ def parse(path: Path, overrides: dict[str, Any] | None = None) -> Stage:
     budget_share = _number(raw.get("budget_share", 1.0), f"{where}: budget_share", low=0.01)
     time_budget = raw.get("time_budget")
     if time_budget is not None:
-        from ncf_tune.budget import parse_duration
-
         try:
             parse_duration(str(time_budget))
         except ValueError as exc:

@@ -2,7 +2,7 @@
 
 OptunaSearch (TPE, with the constant liar so that trials started side by side do not
 all get the same proposal) proposes configs and learns from each trial's best epoch;
-ASHA cuts weak trials at rungs counted in evaluations; Tune's own `time_budget_s` ends
+ASHA cuts weak trials at rungs counted in evaluations; Tune's own TimeoutStopper ends
 the stage when its share of a `--time-budget` is spent. The winner is the best epoch of
 any trial by validation metric; its test score is computed once, here.
 """
@@ -27,19 +27,24 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from ncf_tune import budget as ncf_budget
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import data, figures, results, spaces, training
+from ncf_tune import cluster, data, figures, results, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
+from ncf_tune.files import disk_error, is_disk_error, write_problem, write_text_atomic
 from ncf_tune.models import NAMES
 from ncf_tune.trainable import train_ncf
-
-BUDGET_SLACK_S = 2.0  # a stage that ran this close to its time budget was ended by it
 
 
 class SearchInterrupted(Interrupted):
     """The search stopped before a stage finished (Ctrl-C, SIGTERM); --resume goes on."""
+
+
+class OutOfTime(NcfError):
+    """A stage's time budget ended before any of its trials finished an epoch: the
+    chain skips it when earlier stages have winners to report (budget.py)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     Trials and their checkpoints go to <shared>/<stage>/tune when `shared` (a storage
     folder or URI) is given, else to <exp_dir>/<stage>/tune. keep_top: how many of the
     best trials' models the stage keeps (for a NeuMF stage's pretrain_top). budget_s:
-    the stage's time budget in seconds (Tune's time_budget_s), None for none.
+    the stage's time budget in seconds (budget.StageClock), None for none; a resumed
+    stage gets it anew, in place of what was left of its old one.
     Raises SearchInterrupted when the stage stopped before its trials (or its budget)
     ran out, NcfError when --resume would mix two different searches.
     """
@@ -77,14 +83,27 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split),
                                    {"cpu": stage.cpu, "gpu": stage.gpu})
     printer = TrialPrinter(stage)
+    watch = _DiskWatch(folder if shared is None else None)
     started = time.perf_counter()
     earlier = ncf_storage.exists(tune_dir)
     marker = folder / "search.json"  # the key of the search under way in tune_dir
     if earlier and resume and tune.Tuner.can_restore(tune_dir):
-        _check_same_search(marker, key, stage)
-        print(f"[{stage.name}] resuming the interrupted search in {tune_dir}")
+        before = _check_same_search(marker, key, stage)
+        limit = ""
+        if budget_s is not None:  # budget.py: a resumed stage gets its share anew
+            limit = (f" with a time budget of {budget_s:.0f} s (it started with "
+                     f"{before['budget_s']:.0f} s)" if before.get("budget_s") is not None
+                     else f" with a time budget of {budget_s:.0f} s")
+        print(f"[{stage.name}] resuming the interrupted search in {tune_dir}{limit}")
+        if budget_s is not None:
+            ncf_budget.StageClock.resume(key, budget_s)
         tuner = tune.Tuner.restore(tune_dir, trainable=trial_fn, resume_errored=True,
                                    param_space=param_space)
+        _set_restored(tuner, [printer, watch])
+        # Trials that ended before the interrupt (ASHA, completed, failed) ended on their
+        # own: the budget cannot have cut them.
+        printer.ended |= _ended_before(tune_dir)
+        write_text_atomic(marker, json.dumps({**before, "budget_s": budget_s}) + "\n")
     else:
         if earlier:
             if not force and not resume:
@@ -96,18 +115,39 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"to {stage.max_epochs} epochs each, {stage.cpu:g} CPU + {stage.gpu:g} GPU per "
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
-        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
-    with _quiet_unstarted_trials():
-        grid = tuner.fit()
-    elapsed = time.perf_counter() - started
-    ended_by_budget = budget_s is not None and elapsed >= budget_s - BUDGET_SLACK_S
+        write_text_atomic(marker, json.dumps({"key": key, "budget_s": budget_s}) + "\n")
+        clock = ncf_budget.StageClock(key, budget_s) if budget_s is not None else None
+        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, [printer, watch],
+                           clock)
+    ncf_budget.StageClock.fired.discard(key)
+    try:
+        with _quiet_unstarted_trials():
+            grid = tuner.fit()
+    except DiskFull as exc:
+        raise disk_error(folder, str(exc)) from None
+    except Exception:
+        # Tune's own files can be cut short by a full disk (it then fails reading them).
+        problem = write_problem(folder) if shared is None else None
+        if problem is not None:
+            raise disk_error(folder, problem) from None
+        raise
+    if shared is None and (problem := write_problem(folder)) is not None:
+        raise disk_error(folder, problem)  # trials failed writing: not a result
+    ended_by_budget = ncf_budget.StageClock.ended(key)
+    ncf_budget.StageClock.resumed.pop(key, None)
     # A stage with unfinished trials is not a result: nothing is written for it.
     if grid.num_terminated + grid.num_errors < stage.num_samples and not ended_by_budget:
         raise SearchInterrupted(f"[{stage.name}] interrupted with "
                                 f"{grid.num_terminated + grid.num_errors} of {stage.num_samples}"
                                 " trials finished; run the same command with --resume to go on")
     rows, ranked, curves = _collect(grid, stage, printer.ended if ended_by_budget else None)
+    if not ranked and ended_by_budget and not any(r.status == "error" for r in rows):
+        # Nothing to keep: a rerun starts the stage afresh (no --resume, no --force).
+        ncf_storage.remove_tree(tune_dir)
+        marker.unlink(missing_ok=True)
+        raise OutOfTime(f"[{stage.name}] no trial finished an epoch (see {tune_dir}); its "
+                        f"time budget ({budget_s:.0f} s) ended before any trial finished an "
+                        "epoch; give --time-budget more")
     if not ranked:
         hint = (f"its time budget ({budget_s:.0f} s) ended before any trial finished an "
                 "epoch; give --time-budget more" if ended_by_budget else
@@ -143,7 +183,12 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
             figures=[str(p.relative_to(exp_dir)) for p in drawn.images],
             importance=drawn.importance, figures_note=drawn.note,
         )
-        results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
+        try:
+            results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
+        except OSError as exc:
+            if is_disk_error(exc):
+                raise disk_error(folder, f"cannot write ({exc.strerror})") from None
+            raise
     marker.unlink(missing_ok=True)
     print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
           f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
@@ -153,18 +198,77 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     return summary
 
 
-def _check_same_search(marker: Path, key: str, stage: spaces.Stage) -> None:
+def _check_same_search(marker: Path, key: str, stage: spaces.Stage) -> dict[str, Any]:
     """--resume continues the search that was interrupted, never a different one: Tune
-    would restore the old trials, budget and TPE state under the new spec's name."""
+    would restore the old trials, budget and TPE state under the new spec's name.
+    Returns the marker: {key, budget_s (the stage's time budget when it started)}."""
     try:
-        old = json.loads(marker.read_text()).get("key")
+        before = json.loads(marker.read_text())
+        old = before.get("key")
     except (OSError, ValueError, AttributeError):
-        old = None
+        before, old = {}, None
     if old != key:
         raise NcfError(f"{stage.path}: --resume: the interrupted search of stage {stage.name} "
                        "ran with other settings (space file, --num-samples, --max-epochs, "
                        "--time-budget, --no-recipes, data or upstream); rerun that command "
                        "with --resume, or pass --force to start this one over")
+    return before
+
+
+class DiskFull(Exception):
+    """The stage's results folder filled up (or turned unwritable) while trials ran."""
+
+
+class _DiskWatch(tune.Callback):
+    """Stops a stage whose results folder has no room left (files.write_problem),
+    checked every few seconds and whenever a trial fails: trials that cannot write
+    their checkpoints would fail one after another, and Tune's own state files be cut
+    short. Tune's state stays as its last snapshot, which --resume picks up."""
+
+    EVERY_S = 2.0
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder  # None: trials write to --storage, not watched here
+        self.checked = 0.0
+
+    def _check(self) -> None:
+        if self.folder is not None and self.folder.is_dir():
+            self.checked = time.monotonic()
+            problem = write_problem(self.folder)
+            if problem is not None:
+                raise DiskFull(problem)
+
+    def on_step_begin(self, iteration, trials, **info):  # noqa: ANN001
+        if time.monotonic() - self.checked >= self.EVERY_S:
+            self._check()
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._check()
+
+    def __reduce__(self):  # noqa: ANN204
+        return (_DiskWatch, (self.folder,))  # the clock is the running process's
+
+
+def _set_restored(tuner: tune.Tuner, callbacks: list[tune.Callback]) -> None:
+    """Give a restored Tuner this process's callbacks in place of those it was saved
+    with: Tune restores its RunConfig as pickled, with no way to change it, and the
+    restored console callback is a copy whose record of which trials ended on their own
+    this process would never see. (Its time budget: budget.StageClock.)"""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is None:
+        raise NcfError("--resume: this Ray's Tuner does not expose its RunConfig; use the "
+                       f"Ray versions in pyproject.toml ({cluster.RAY_VERSIONS})")
+    run_config.callbacks = callbacks
+
+
+def _ended_before(tune_dir: str) -> set[str]:
+    """Ids of the trials an interrupted search had already ended (finished, stopped by
+    ASHA, or failed for good), read from Tune's saved state."""
+    try:
+        trials = tune.ExperimentAnalysis(tune_dir).trials
+    except Exception:  # no readable state: nothing is known to have ended
+        return set()
+    return {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
 
 
 @contextlib.contextmanager
@@ -198,7 +302,7 @@ def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | No
 
 
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
-               printer: tune.Callback, budget_s: float | None) -> tune.Tuner:
+               callbacks: list[tune.Callback], clock: tune.Stopper | None) -> tune.Tuner:
     """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
     folder/tune (a local folder or a storage URI)."""
     searcher = make_searcher(stage)
@@ -217,10 +321,10 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=stage.num_samples,
                                     max_concurrent_trials=stage.max_concurrent,
-                                    time_budget_s=budget_s,
                                     reuse_actors=True),  # no new process per trial
         run_config=tune.RunConfig(
-            name="tune", storage_path=folder, verbose=0, callbacks=[printer],
+            name="tune", storage_path=folder, verbose=0, callbacks=callbacks,
+            stop=clock,  # the stage's time budget (Tune's TimeoutStopper, budget.py)
             # keep each trial's best epoch: the stage's winner is the best epoch of all
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=stage.metric,

@@ -173,7 +173,7 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
                   cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
     start = 0
     if resume is None:
-        ckpt.load_pretrained(model, cfg, data.num_users, data.num_items)
+        ckpt.load_pretrained(model, cfg, data.num_users, data.num_items, data.ids)
     else:
         model.load_state_dict(resume.model_state)
         start = resume.epoch

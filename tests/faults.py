@@ -59,3 +59,39 @@ def declining_scores(config: dict[str, Any], data: Any) -> None:
         trainable.train_ncf(config, data)
     finally:
         trainable.training.evaluate = real
+
+
+def fill_disk_after_epoch_1(config: dict[str, Any], data: Any) -> None:
+    """The first trial to report epoch 1 then fills the filesystem of
+    $NCF_TUNE_TEST_FILL (a small tmpfs) with one file, as another program writing to the
+    same disk would: every write there after it fails with ENOSPC until the file is
+    emptied (kept: the disk filled once, and a resumed search is not filled again)."""
+    real = trainable.tune.report
+    filler = Path(os.environ["NCF_TUNE_TEST_FILL"]) / "filler"
+
+    def report(metrics: dict, checkpoint: Any = None) -> None:
+        real(metrics, checkpoint=checkpoint)
+        if metrics["epoch"] == 1 and not filler.exists():
+            try:
+                with open(filler, "wb") as f:
+                    while True:
+                        f.write(b"\0" * 2**16)
+                        f.flush()
+            except OSError:
+                pass
+
+    trainable.tune.report = report
+    try:
+        trainable.train_ncf(config, data)
+    finally:
+        trainable.tune.report = real
+
+
+def neumf_never_finishes_an_epoch(config: dict[str, Any], data: Any) -> None:
+    """GMF and MLP trials train; a NeuMF trial waits (a worker on a machine too busy to
+    run it) until its stage's time budget stops it."""
+    if config["model"] == "neumf":
+        import time
+
+        time.sleep(3600)
+    trainable.train_ncf(config, data)

@@ -20,7 +20,7 @@ import yaml
 from conftest import make_ratings, write_dat
 from ray.tune.search.optuna import OptunaSearch
 
-from ncf_tune import budget, cluster, data, search, spaces
+from ncf_tune import budget, cluster, data, durations, search, spaces
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import Interrupted, NcfError
 
@@ -97,11 +97,11 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_durations_parse_and_bad_ones_are_refused_at_parse_time(tmp_path):
-    assert [budget.parse_duration(t) for t in ("90s", "10m", "2h", "1h30m", "45")] == [
+    assert [durations.parse_duration(t) for t in ("90s", "10m", "2h", "1h30m", "45")] == [
         90, 600, 7200, 5400, 45]
     for bad in ("10 minutes", "m", "-5s", "0"):
         with pytest.raises(ValueError):
-            budget.parse_duration(bad)
+            durations.parse_duration(bad)
     p = subprocess.run([sys.executable, "-m", "ncf_tune.search", "--space", "x.yaml",
                         "--time-budget", "ten minutes"], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path)
