@@ -1,0 +1,55 @@
+"""compare.py: the popularity baseline and paired comparisons on per-user hits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from ncf_tune import compare, data, training
+from ncf_tune.compare import Hits, mcnemar, paired, popularity
+from ncf_tune.config import TrainConfig
+
+
+def test_identical_hits_differ_by_nothing_with_p_one():
+    a = Hits(torch.tensor([0, 3, 12, 40, 9, 2]))
+    p = paired(a, a)
+    assert (p.hr_diff, p.hr_low, p.hr_high, p.ndcg_diff) == (0.0, 0.0, 0.0, 0.0)
+    assert p.a_only == p.b_only == 0 and p.p_value == 1.0 and not p.significant
+
+
+def test_a_constructed_difference_has_the_right_sign_interval_and_p():
+    # 1000 users: both hit 600, a alone hits 60 more, b alone 20 more
+    a = torch.full((1000,), 50)
+    b = torch.full((1000,), 50)
+    a[:600] = b[:600] = 0
+    a[600:660] = 0
+    b[660:680] = 0
+    p = paired(Hits(a), Hits(b))
+    assert p.hr_diff == pytest.approx(0.04) and 0 < p.hr_low < 0.04 < p.hr_high
+    assert (p.a_only, p.b_only) == (60, 20)
+    assert p.p_value == pytest.approx(binomtest(20, 80, 0.5).pvalue, rel=1e-9)
+    assert p.significant and "beyond noise" in p.line()
+    flipped = paired(Hits(b), Hits(a))
+    assert flipped.hr_diff == pytest.approx(-0.04) and flipped.p_value == p.p_value
+    assert flipped.ndcg_high < 0
+
+
+@pytest.mark.parametrize("a_only,b_only", [(0, 1), (3, 5), (10, 10), (7, 30), (250, 310)])
+def test_mcnemar_is_the_exact_binomial_test(a_only, b_only):
+    assert mcnemar(a_only, b_only) == pytest.approx(
+        binomtest(min(a_only, b_only), a_only + b_only, 0.5).pvalue, rel=1e-9)
+
+
+def test_popularity_ranks_by_training_count_and_per_user_hits_match_evaluate(ratings_file):
+    split = data.prepare(ratings_file, seed=0)
+    pop = popularity(split, "validation")
+    counts = torch.bincount(split.train_items, minlength=split.num_items)
+    cand = split.validation.candidates
+    c = counts[cand.clamp(min=0)].masked_fill(cand < 0, -1)
+    assert torch.equal(pop.rank, (c[:, 1:] >= c[:, :1]).sum(1))
+    assert 0 < pop.means()[0] < 1
+    model = training.fit(TrainConfig(model="gmf", factors=4, epochs=1, batch_size=64),
+                         split).model
+    assert Hits.of(model, split.test).means() == training.evaluate(model, split.test)
+    assert compare.TOP_K == training.TOP_K
