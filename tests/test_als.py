@@ -10,7 +10,7 @@ from conftest import make_ratings, write_dat
 from ncf_tune import als, checkpoint, data, training
 from ncf_tune import recommend as rec_cli
 from ncf_tune import train as train_cli
-from ncf_tune.compare import popularity
+from ncf_tune.compare import Hits, popularity
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.files import write_yaml_atomic
@@ -122,3 +122,29 @@ def test_batches_cover_every_row_once_with_little_padding():
     padded = sum((e - s) * w for s, e, w in side.batches)
     assert all(counts[s:e].max() == w for s, e, w in side.batches)
     assert padded <= 2 * counts.sum()
+
+
+def test_a_neumf_of_als_and_log_loss_parts_mixes_comparable_scores(split, tmp_path):
+    """alpha keeps its meaning whatever trained the parts: 1 and 0 give one part's
+    ranking exactly, and a part's scale (ALS scores near 0..1, logits near +-10) does
+    not move the mix in between."""
+    gmf = training.fit(ALS.replace(epochs=2), split).model
+    mlp_cfg = TrainConfig(model="mlp", layers=(8, 4), epochs=1, batch_size=64)
+    mlp = training.fit(mlp_cfg, split).model
+    paths = {"gmf": checkpoint.save(tmp_path / "gmf.pt", gmf, None, ALS, 2, split.num_users,
+                                    split.num_items),
+             "mlp": checkpoint.save(tmp_path / "mlp.pt", mlp, None, mlp_cfg, 1,
+                                    split.num_users, split.num_items)}
+    with torch.no_grad():
+        gmf.user.weight.mul_(1000.0)  # the same ranking on a 1000x scale
+    paths["big"] = checkpoint.save(tmp_path / "big.pt", gmf, None, ALS, 2, split.num_users,
+                                   split.num_items)
+
+    def neumf_ranks(alpha: float, gmf_path) -> torch.Tensor:
+        cfg = TrainConfig(model="neumf", factors=8, layers=(8, 4), epochs=0, alpha=alpha,
+                          pretrain_gmf=str(gmf_path), pretrain_mlp=str(paths["mlp"]))
+        return Hits.of(training.fit(cfg, split).model, split.validation).rank
+
+    assert torch.equal(neumf_ranks(1.0, paths["big"]), Hits.of(gmf, split.validation).rank)
+    assert torch.equal(neumf_ranks(0.0, paths["gmf"]), Hits.of(mlp, split.validation).rank)
+    assert torch.equal(neumf_ranks(0.5, paths["gmf"]), neumf_ranks(0.5, paths["big"]))
