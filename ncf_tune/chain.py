@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncf_tune import budget as ncf_budget
-from ncf_tune import cluster, data, results, spaces
+from ncf_tune import cluster, compare, data, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
@@ -139,7 +139,8 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
         summaries.append(summary)
         winners[stage.name] = _winner(stage, exp_dir, key, summary, max(asked, default=1),
                                       shared if asked else None)
-    report = results.write_report(exp_dir, summaries, budget.text if budget else None)
+    report = results.write_report(exp_dir, summaries, budget.text if budget else None,
+                                  worth=compare.report_lines(exp_dir, summaries, split))
     best = results.best_stage(summaries)
     print(f"done: best model {exp_dir / best.stage / 'best_model.pt'} ({best.stage}, val "
           f"{best.metric.upper()}@10 {getattr(best, 'val_' + best.metric):.4f}); {report}; "

@@ -6,9 +6,10 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from ncf_tune import compare, data, training
+from ncf_tune import checkpoint, compare, data, results, training
 from ncf_tune.compare import Hits, mcnemar, paired, popularity
 from ncf_tune.config import TrainConfig
+from ncf_tune.results import StageSummary
 
 
 def test_identical_hits_differ_by_nothing_with_p_one():
@@ -53,3 +54,29 @@ def test_popularity_ranks_by_training_count_and_per_user_hits_match_evaluate(rat
                          split).model
     assert Hits.of(model, split.test).means() == training.evaluate(model, split.test)
     assert compare.TOP_K == training.TOP_K
+
+
+def test_the_report_section_compares_the_best_model_with_popularity_and_a_part(ratings_file,
+                                                                                tmp_path):
+    split = data.prepare(ratings_file, seed=0)
+    summaries = []
+    for stage, (factors, val) in {"gmf": (4, 0.3), "big": (8, 0.5)}.items():
+        cfg = TrainConfig(model="gmf", factors=factors, epochs=2, batch_size=64)
+        model = training.fit(cfg, split).model
+        (tmp_path / stage).mkdir()
+        checkpoint.save(tmp_path / stage / "best_model.pt", model, None, cfg, 2,
+                        split.num_users, split.num_items)
+        hr, ndcg = training.evaluate(model, split.test)
+        summaries.append(StageSummary(
+            stage=stage, model="gmf", key="k", data="d", data_fingerprint="f",
+            metric="ndcg", winner_trial="t", best_epoch=2, val_hr=val, val_ndcg=val,
+            test_hr=hr, test_ndcg=ndcg, trials=1, statuses={}, wall_seconds=1.0,
+            trial_seconds=1.0, best_config={}))
+    lines = compare.report_lines(tmp_path, summaries, split)
+    text = "\n".join(lines)
+    pop_hr, _ = popularity(split, "test").means()
+    assert f"test HR@10 {pop_hr:.4f}" in text
+    assert "- big over popularity: HR@10 " in text and "- big over gmf, the best other" in text
+    report = results.write_report(tmp_path, summaries, worth=lines).read_text()
+    assert report.index("## What the gain is worth") < report.index("## gmf (GMF)")
+    assert "over gmf" not in "\n".join(compare.report_lines(tmp_path, summaries[1:], split))
