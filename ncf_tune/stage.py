@@ -28,7 +28,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import data, figures, results, spaces, training
+from ncf_tune import data, figures, mixes, results, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
@@ -97,6 +97,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
+        if stage.starts_pretrained:  # its mixes scored first, its recipes at the best
+            stage = mixes.seed_best_alphas(stage, split, param_space)
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
     with _quiet_unstarted_trials():
         grid = tuner.fit()

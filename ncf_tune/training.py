@@ -272,10 +272,22 @@ def evaluate(model: nn.Module, eval_set: EvalSet, k: int = TOP_K,
     return from_ranks(ranks(model, eval_set, max_rows), k)
 
 
-@torch.no_grad()
 def ranks(model: nn.Module, eval_set: EvalSet, max_rows: int | None = None) -> torch.Tensor:
     """Each user's held-out item's 0-based rank among its candidates under `model`:
     [users] int64 (metrics.positive_rank), what HR and NDCG per user come from."""
+    return positive_rank(masked(candidate_scores(model, eval_set, max_rows), eval_set))
+
+
+def masked(scores: torch.Tensor, eval_set: EvalSet) -> torch.Tensor:
+    """`scores` with -inf where a candidate is -1 (a dropped duplicate): never ranked."""
+    return scores.masked_fill(eval_set.candidates < 0, float("-inf"))
+
+
+@torch.no_grad()
+def candidate_scores(model: nn.Module, eval_set: EvalSet, max_rows: int | None = None
+                     ) -> torch.Tensor:
+    """`model`'s logits for every user's candidates: [users x candidates], column 0 the
+    held-out item (a -1 candidate scored as item 0: see `masked`)."""
     was_training = model.training
     model.eval()
     n, c = eval_set.candidates.shape
@@ -291,11 +303,10 @@ def ranks(model: nn.Module, eval_set: EvalSet, max_rows: int | None = None) -> t
     for start in range(0, n, step):
         cand = eval_set.candidates[start:start + step]
         users = eval_set.users[start:start + step, None].expand_as(cand)
-        s = score(users.reshape(-1), cand.clamp(min=0).reshape(-1)).view(cand.shape)
-        out.append(positive_rank(s.masked_fill(cand < 0, float("-inf"))))  # -1: a duplicate
+        out.append(score(users.reshape(-1), cand.clamp(min=0).reshape(-1)).view(cand.shape))
     model.train(was_training)
     if not out:
-        return torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, c)
     return torch.cat(out)
 
 
