@@ -148,3 +148,43 @@ def test_a_neumf_of_als_and_log_loss_parts_mixes_comparable_scores(split, tmp_pa
     assert torch.equal(neumf_ranks(1.0, paths["big"]), Hits.of(gmf, split.validation).rank)
     assert torch.equal(neumf_ranks(0.0, paths["gmf"]), Hits.of(mlp, split.validation).rank)
     assert torch.equal(neumf_ranks(0.5, paths["gmf"]), neumf_ranks(0.5, paths["big"]))
+
+
+def test_a_search_stage_tries_als_beside_sgd_under_ray_tune(tmp_path):
+    """The GMF space's ALS family runs as a Tune trial: reports a sweep per epoch,
+    checkpoints an ordinary GMF, and can win the stage."""
+    import ray
+
+    from ncf_tune import search
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=120))
+    (tmp_path / "gmf.yaml").write_text(f"""model: gmf
+data: {ratings}
+params:
+  optimizer: {{choice: [sgd, als]}}
+  lr: {{by: optimizer, sgd: {{loguniform: [0.1, 1.0]}}, als: 1.0}}
+  embedding_l2: {{by: optimizer, sgd: 0.0, als: {{loguniform: [0.05, 0.2]}}}}
+  factors: 8
+  dot_product: true
+  init_std: 0.1
+  batch_size: 128
+num_samples: 2
+max_epochs: 3
+searcher:
+  points_to_evaluate:
+    - {{optimizer: als, lr: 1.0, embedding_l2: 0.1}}
+    - {{optimizer: sgd, lr: 0.5, embedding_l2: 0.0}}
+scheduler: {{type: none}}
+""")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        [summary] = search.run_chain(tmp_path / "gmf.yaml", results_dir=tmp_path / "results",
+                                     experiment="exp")
+    finally:
+        ray.shutdown()
+    trials = (tmp_path / "results" / "exp" / "gmf" / "trials.csv").read_text()
+    als_rows = [r for r in trials.splitlines() if ",als," in r or r.endswith(",als")]
+    assert len(als_rows) == 1 and ",completed," in als_rows[0]
+    ck = checkpoint.load(tmp_path / "results" / "exp" / "gmf" / "best_model.pt", "gmf")
+    assert ck.config.optimizer == summary.best_config["optimizer"]
+    report = (tmp_path / "results" / "exp" / "report.md").read_text()
+    assert "- gmf over popularity" in report
