@@ -138,11 +138,13 @@ class Sweeper:
         """L(P, Q) per observed pair: the quantity each sweep lowers."""
         p, q = self.model.user.weight, self.model.item.weight
         users, items = self.pairs
-        observed = (p[users] * q[items]).sum(-1)
+        step = max(1, _GATHER_FLOATS // p.shape[1])  # in chunks: [nnz, d] is 0.76 GB on ML-1M
+        misfit = sum((1 - (p[users[i:i + step]] * q[items[i:i + step]]).sum(-1)).square().sum()
+                     for i in range(0, self.nnz, step))
         all_pairs = ((p.T @ p) * (q.T @ q)).sum()  # sum over every (u, i) of (p_u . q_i)^2
         user_reg = (self.users.counts + self.alpha0 * self.num_items) * p.square().sum(-1)
         item_reg = (self.items.counts + self.alpha0 * self.num_users) * q.square().sum(-1)
-        total = ((1 - observed).square().sum() + self.alpha0 * all_pairs
+        total = (misfit + self.alpha0 * all_pairs
                  + self.l2 * (user_reg.sum() + item_reg.sum()))
         return (total / self.nnz).item()
 
