@@ -30,7 +30,8 @@ class TrainConfig:
     lr: float = 1e-3  # paper: Adam 1e-3
     # adam | sgd | rmsprop (the notebook's three) | als: implicit alternating least
     # squares, for the dot-product GMF only (als.py: an epoch is one closed-form sweep
-    # over users and items; lr, batch_size, num_negatives and the schedule do not apply).
+    # over users and items; of the training keys only factors, init_std, embedding_l2,
+    # unobserved_weight, epochs and seed apply: the others are accepted and ignored).
     optimizer: str = "adam"
     momentum: float = 0.9  # sgd momentum (the notebook's 0.9); rmsprop uses 0, as the notebook
     lr_schedule: str = "constant"  # constant | cosine: decay to 0 at `epochs` (per batch)
