@@ -97,9 +97,12 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
+        tune_budget = budget_s
         if stage.starts_pretrained:  # its mixes scored first, its recipes at the best
             stage = mixes.seed_best_alphas(stage, split, param_space)
-        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
+            if budget_s is not None:  # the scoring came out of the stage's budget
+                tune_budget = max(1.0, budget_s - (time.perf_counter() - started))
+        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, tune_budget)
     with _quiet_unstarted_trials():
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
