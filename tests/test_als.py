@@ -44,7 +44,8 @@ def test_each_solve_is_the_exact_minimiser_of_its_rows_loss(split):
     model = GMF(split.num_users, split.num_items, 6, 0.1, dot_product=True)
     sweep = als.Sweeper(model, split.train_users, split.train_items, 0.2, 0.03)
     with torch.no_grad():
-        model.user.weight.copy_(sweep._solve(sweep.users, model.item.weight, split.num_items))
+        solved, misfit = sweep._solve(sweep.users, model.item.weight, split.num_items)
+        model.user.weight.copy_(solved)
     p = model.user.weight.detach().clone().requires_grad_(True)
     q = model.item.weight.detach()
     observed = (p[split.train_users] * q[split.train_items]).sum(-1)
@@ -53,6 +54,7 @@ def test_each_solve_is_the_exact_minimiser_of_its_rows_loss(split):
             + 0.03 * ((counts + 0.2 * split.num_items) * p.square().sum(-1)).sum())
     loss.backward()
     assert p.grad.abs().max() < 1e-3
+    assert misfit.item() == pytest.approx((1 - observed).square().sum().item(), rel=1e-4)
 
 
 def test_one_sweep_is_deterministic_and_the_seed_only_moves_the_start(split):
