@@ -23,6 +23,7 @@ from torch import nn
 
 from ncf_tune import checkpoint
 from ncf_tune.data import EvalSet, Split
+from ncf_tune.errors import NcfError
 from ncf_tune.metrics import positive_rank
 from ncf_tune.results import StageSummary, best_stage
 from ncf_tune.training import ranks
@@ -142,7 +143,10 @@ def report_lines(experiment_dir: Path, summaries: list[StageSummary], split: Spl
     single part, for a NeuMF), both as paired comparisons on the same test users. Costs
     one test pass per model compared (seconds)."""
     best = best_stage(summaries)
-    hits = {best.stage: _stage_hits(experiment_dir, best, split)}
+    try:
+        hits = {best.stage: _stage_hits(experiment_dir, best, split)}
+    except NcfError as exc:  # the search's results stand without this section
+        return ["## What the gain is worth", "", f"*Not compared: {exc}*", ""]
     pop = popularity(split, "test")
     pop_hr, pop_ndcg = pop.means()
     n = pop.rank.numel()
@@ -158,9 +162,12 @@ def report_lines(experiment_dir: Path, summaries: list[StageSummary], split: Spl
     others = [s for s in summaries if s is not best]
     if others:
         part = max(others, key=lambda s: getattr(s, f"val_{best.metric}"))
-        part_hits = _stage_hits(experiment_dir, part, split)
+        try:
+            versus = paired(hits[best.stage], _stage_hits(experiment_dir, part, split)).line()
+        except NcfError as exc:
+            versus = f"not compared ({exc})"
         lines.append(f"- {best.stage} over {part.stage}, the best other stage (by validation "
-                     f"{best.metric.upper()}@10): {paired(hits[best.stage], part_hits).line()}.")
+                     f"{best.metric.upper()}@10): {versus}.")
     return [*lines, ""]
 
 
