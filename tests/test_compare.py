@@ -79,7 +79,8 @@ def test_the_report_section_compares_the_best_model_with_popularity_and_a_part(r
     assert "- big over popularity: HR@10 " in text and "- big over gmf, the best other" in text
     report = results.write_report(tmp_path, summaries, worth=lines).read_text()
     assert report.index("## What the gain is worth") < report.index("## gmf (GMF)")
-
+    assert "over gmf" not in "\n".join(compare.report_lines(tmp_path, summaries[1:], split))
+    # a damaged checkpoint leaves the report without that comparison, not without a report
     (tmp_path / "gmf" / "best_model.pt").write_text("damaged")
     text = "\n".join(compare.report_lines(tmp_path, summaries, split))
     assert "- big over gmf, the best other stage (by validation NDCG@10): not compared" in text
