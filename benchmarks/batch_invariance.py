@@ -3,7 +3,7 @@
     python benchmarks/batch_invariance.py --data ../shared/data/ml-1m
     python benchmarks/batch_invariance.py --data ../shared/data/ml-1m --stage mlp --epochs 4
 
-Takes the first recipe (searcher.points_to_evaluate) of a shipped space file with the
+Takes the first recipe trained in batches (searcher.points_to_evaluate, ALS skipped) of a shipped space file with the
 file's fixed params, sets `lr_batch` to the recipe's own batch size, and trains it at each
 --batches size with nothing else changed (training.batch_lr scales lr: linearly for SGD,
 by the square root for Adam). The cosine schedule ends at --epochs. Prints one JSON line
@@ -33,7 +33,9 @@ SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 def recipe(stage_name: str, epochs: int) -> TrainConfig:
     """The stage file's first recipe, with its fixed params, for `epochs` epochs."""
     stage = spaces.parse(SPACES / f"{stage_name}.yaml")
-    point = {k.split("@")[0]: v for k, v in stage.optuna_points()[0].items()}
+    # the first recipe trained in batches (an ALS recipe has none)
+    point = next({k.split("@")[0]: v for k, v in p.items()} for p in stage.optuna_points()
+                 if p.get("optimizer") != "als")
     values = {**stage.fixed_space(), **point, "model": stage.model, "epochs": epochs}
     cfg = TrainConfig.from_dict(values, where=f"{stage_name}.yaml")
     return cfg.replace(lr_batch=cfg.lr_batch or cfg.batch_size)

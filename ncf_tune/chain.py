@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncf_tune import budget as ncf_budget
-from ncf_tune import cluster, data, placement, results, spaces
+from ncf_tune import cluster, compare, data, placement, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
@@ -179,7 +179,8 @@ def _run_stages(chain: list[spaces.Stage], split: data.Split, exp_dir: Path,
                        f"ran ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}); give "
                        "more time")
     report = results.write_report(exp_dir, summaries, budget.text if budget else None,
-                                  skipped=skipped)
+                                  skipped=skipped,
+                                  worth=compare.report_lines(exp_dir, summaries, split))
     best = results.best_stage(summaries)
     print(f"done: best model {exp_dir / best.stage / 'best_model.pt'} ({best.stage}, val "
           f"{best.metric.upper()}@10 {getattr(best, 'val_' + best.metric):.4f}); {report}"

@@ -23,7 +23,7 @@ from ncf_tune.config import TrainConfig
 from ncf_tune.data import IdMap
 from ncf_tune.errors import NcfError
 from ncf_tune.files import atomic_path
-from ncf_tune.models import GMF, MLP, NAMES, build, stacked_sizes
+from ncf_tune.models import GMF, MLP, NAMES, build, score_spread, stacked_sizes
 
 FORMAT = "ncf_tune/1"
 
@@ -140,7 +140,8 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
     """
     if not (config.pretrain_gmf or config.pretrain_mlp):
         return
-    gmfs = [_pretrained(p, "gmf", num_users, num_items, ids) for p in config.pretrain_gmf]
+    gmf_parts = [_pretrained(p, "gmf", num_users, num_items, ids) for p in config.pretrain_gmf]
+    gmfs = [model for model, _ in gmf_parts]
     if config.model == "mlp":
         gmf = gmfs[0]
         assert isinstance(model, MLP) and isinstance(gmf, GMF)
@@ -150,7 +151,8 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
                            f"use layers starting with {2 * gmf.user.embedding_dim}")
         model.embeddings_from(gmf)
         return
-    mlps = [_pretrained(p, "mlp", num_users, num_items, ids) for p in config.pretrain_mlp]
+    mlp_parts = [_pretrained(p, "mlp", num_users, num_items, ids) for p in config.pretrain_mlp]
+    mlps = [model for model, _ in mlp_parts]
     gmf_names, mlp_names = (" + ".join(paths) for paths in (config.pretrain_gmf,
                                                              config.pretrain_mlp))
     try:
@@ -168,7 +170,16 @@ def load_pretrained(model: nn.Module, config: TrainConfig, num_users: int,
         if part.biases is not None and not config.biases:  # type: ignore[union-attr]
             raise NcfError(f"{path}: the pretrained model has user/item biases and the NeuMF "
                            "config has none; set biases: true to keep them")
-    model.load_pretrained(gmfs, mlps, config.alpha)  # type: ignore[operator]
+    # Parts all trained by log loss score in logits, on one scale: mixed as they are (the
+    # paper's pretraining). A part trained by ALS scores on another (a squared loss on
+    # 1 and 0); then every part is divided by its spread, so that alpha weighs
+    # comparable scores whatever trained them (alpha 1 and 0 still give one side's
+    # ranking exactly).
+    parts = [*gmf_parts, *mlp_parts]
+    scales = None
+    if any(cfg.optimizer == "als" for _, cfg in parts):
+        scales = [score_spread(part, num_users, num_items) for part, _ in parts]
+    model.load_pretrained(gmfs, mlps, config.alpha, scales)  # type: ignore[operator]
 
 
 def same_split(path: str, part: IdMap | None, here: IdMap | None) -> None:
@@ -192,14 +203,14 @@ def same_split(path: str, part: IdMap | None, here: IdMap | None) -> None:
 
 
 def _pretrained(path: str, kind: str, num_users: int, num_items: int,
-                ids: IdMap | None = None) -> nn.Module:
+                ids: IdMap | None = None) -> tuple[nn.Module, TrainConfig]:
     ckpt = load(str(path), expect_model=kind)
     if (ckpt.num_users, ckpt.num_items) != (num_users, num_items):
         raise NcfError(f"{path}: trained on {ckpt.num_users} users x {ckpt.num_items} items, "
                        f"the data has {num_users} x {num_items}; pretrain on the same data")
     same_split(path, ckpt.ids, ids)
     try:
-        return ckpt.model()
+        return ckpt.model(), ckpt.config
     except RuntimeError as exc:
         raise NcfError(f"{path}: weights do not fit its own config "
                        f"({str(exc).splitlines()[0]})") from None

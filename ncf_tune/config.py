@@ -14,7 +14,7 @@ from typing import Any
 from ncf_tune.errors import NcfError
 from ncf_tune.models import MODELS, NAMES
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "als")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
 EVALS = ("sampled", "full")
@@ -32,7 +32,11 @@ class TrainConfig:
     # size, lr is scaled from it (training.batch_lr): linearly for SGD, by the square root
     # for Adam and RMSprop, so that a GPU-sized batch trains the model a CPU-sized one does.
     lr_batch: int = 0
-    optimizer: str = "adam"  # adam | sgd | rmsprop (the notebook's three)
+    # adam | sgd | rmsprop (the notebook's three) | als: implicit alternating least
+    # squares, for the dot-product GMF only (als.py: an epoch is one closed-form sweep
+    # over users and items; of the training keys only factors, init_std, embedding_l2,
+    # unobserved_weight, epochs and seed apply: the others are accepted and ignored).
+    optimizer: str = "adam"
     momentum: float = 0.9  # sgd momentum (the notebook's 0.9); rmsprop uses 0, as the notebook
     lr_schedule: str = "constant"  # constant | cosine: decay to 0 at `epochs` (per batch)
     warmup_epochs: int = 0  # linear ramp from 0 to lr first: steadies large batches
@@ -44,7 +48,13 @@ class TrainConfig:
     # L2 on the embeddings each row uses, added to that row's loss (Rendle et al. 2020: 0.005).
     # Unlike weight decay, an embedding is pulled in as often as it is seen: popular
     # items and heavy users are not shrunk harder for being absent from a batch.
+    # Under als it is lambda of Rendle et al. 2022, scaled the same way: each user's and
+    # item's L2 weighs (its interactions + unobserved_weight * the other side's count).
     embedding_l2: float = 0.0
+    # als: alpha0, the weight of every user-item pair's squared score pulling it to 0
+    # (observed pairs are pulled to 1 with weight 1). Rendle et al. 2022's ML-20M and MSD
+    # optima lie in 1e-3 .. 1; on the NCF paper's ML-1M split about 0.1 (docs/RESULTS.md).
+    unobserved_weight: float = 0.1
     num_negatives: int = 4  # negatives per positive and epoch; paper: 4 (3-6 all good)
     init_std: float = 0.01  # embedding init N(0, std); paper 0.01, Rendle et al. 2020: 0.1
     dropout: float = 0.0  # after each tower layer; the paper uses none
@@ -126,6 +136,8 @@ class TrainConfig:
         for key in ("l2", "embedding_l2"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be >= 0")
+        if self.optimizer == "als":
+            self._validate_als(where)
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "must be in [0, 1)")
         if not 0 <= self.alpha <= 1:
@@ -150,6 +162,18 @@ class TrainConfig:
                            f"not {len(self.pretrain_gmf)}; give one path")
         if self.model == "neumf" and bool(self.pretrain_gmf) != bool(self.pretrain_mlp):
             raise NcfError(f"{where}: NeuMF pretraining needs both pretrain_gmf and pretrain_mlp")
+
+    def _validate_als(self, where: str) -> None:
+        if self.model != "gmf" or not self.dot_product:
+            raise NcfError(f"{where}: optimizer=als trains a GMF with dot_product: true (plain "
+                           f"MF); set model: gmf and dot_product: true, or use adam/sgd")
+        if not self.embedding_l2 > 0:
+            raise NcfError(f"{where}: embedding_l2={self.embedding_l2!r}: optimizer=als needs "
+                           "embedding_l2 > 0 (its lambda; e.g. 0.01), or its systems can be "
+                           "singular")
+        if not self.unobserved_weight > 0:
+            raise NcfError(f"{where}: unobserved_weight={self.unobserved_weight!r} must be > 0 "
+                           "(alpha0 of ALS; e.g. 0.1)")
 
     @property
     def starts_pretrained(self) -> bool:

@@ -22,7 +22,9 @@ sigmoid followed by BCELoss (the notebook) saturates.
 NeuMF works best started from a trained GMF and a trained MLP (paper, section 3.4.1):
 `NeuMF.load_pretrained` copies their embeddings and tower and mixes their output layers
 as [alpha * h_GMF ; (1 - alpha) * h_MLP]. It also takes several of each (a search's best
-few), side by side: an ensemble that is still one NeuMF.
+few), side by side: an ensemble that is still one NeuMF. A part trained by ALS (a squared
+loss, not log loss) scores on another scale; then each part is divided by its spread
+first (`score_spread`, checkpoint.load_pretrained), so alpha weighs comparable scores.
 """
 
 from __future__ import annotations
@@ -380,9 +382,15 @@ class NeuMF(nn.Module):
 
     @torch.no_grad()
     def load_pretrained(self, gmfs: GMF | Sequence[GMF], mlps: MLP | Sequence[MLP],
-                        alpha: float = 0.5) -> None:
+                        alpha: float = 0.5, scales: Sequence[float] | None = None) -> None:
         """Copy trained GMFs and MLPs in; NeuMF then computes, in logits,
         alpha * mean(GMF logits) + (1 - alpha) * mean(MLP logits), exactly.
+
+        scales: one per part (GMFs first, then MLPs): each part's logits are divided by
+        its scale before they are mixed (default: 1 each, the raw logits). Parts trained
+        by other losses score on other scales (ALS pulls scores towards 1 and 0, log loss
+        towards +-inf); divided by their spread (`score_spread`), alpha weighs
+        comparable scores.
 
         One GMF and one MLP is the paper's pretraining: output = [alpha * h_GMF ;
         (1 - alpha) * h_MLP]. Several (a search's best few of each) are laid side by side:
@@ -419,8 +427,12 @@ class NeuMF(nn.Module):
             big.weight.copy_(torch.block_diag(*[m.tower.linears[j].weight for m in mlps]))
             big.bias.copy_(torch.cat([m.tower.linears[j].bias for m in mlps]))
         # Output: each part's h scaled by its share; biases mixed by the same shares.
-        shares = [(g, alpha / len(gmfs)) for g in gmfs] + [(m, (1 - alpha) / len(mlps))
-                                                          for m in mlps]
+        parts = [*gmfs, *mlps]
+        scales = [1.0] * len(parts) if scales is None else list(scales)
+        if len(scales) != len(parts) or not all(s > 0 for s in scales):
+            raise ValueError(f"one positive scale per part: {scales}")
+        weights = [alpha / len(gmfs)] * len(gmfs) + [(1 - alpha) / len(mlps)] * len(mlps)
+        shares = [(p, w / s) for p, w, s in zip(parts, weights, scales, strict=True)]
         self.output.weight.copy_(torch.cat([s * p.output.weight for p, s in shares], dim=-1))
         self.output.bias.copy_(sum(s * p.output.bias for p, s in shares))
         if self.biases is not None:
@@ -429,6 +441,23 @@ class NeuMF(nn.Module):
                 for part, share in shares:
                     if part.biases is not None:
                         param.add_(share * part.biases.state_dict()[name])
+
+
+@torch.no_grad()
+def score_spread(model: nn.Module, num_users: int, num_items: int, pairs: int = 1 << 14
+                 ) -> float:
+    """The standard deviation of `model`'s logits over `pairs` (user, item) pairs drawn
+    uniformly with a fixed seed (the same pairs for every model of these sizes): the
+    scale `NeuMF.load_pretrained` divides a part by. Dividing a part's logits by it
+    leaves the part's own ranking as it was."""
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randint(num_users, (pairs,), generator=gen)
+    items = torch.randint(num_items, (pairs,), generator=gen)
+    was_training = model.training
+    model.eval()
+    spread = model(users, items).std().item()
+    model.train(was_training)
+    return spread if spread > 0 else 1.0  # a constant scorer: nothing to rescale
 
 
 def stacked_sizes(gmfs: Sequence[GMF], mlps: Sequence[MLP]) -> tuple[int, tuple[int, ...]]:

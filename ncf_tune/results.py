@@ -182,18 +182,21 @@ def comparable(summaries: list[StageSummary]) -> list[StageSummary]:
 def write_report(experiment_dir: Path, summaries: list[StageSummary],
                  budget: str | None = None,
                  figures: Mapping[str, StageFigures] | None = None,
-                 skipped: Mapping[str, str] | None = None) -> Path:
+                 skipped: Mapping[str, str] | None = None,
+                 worth: list[str] | None = None) -> Path:
     """report.md: the chain's best model first, then a section per stage. budget: the
     chain's --time-budget as the user gave it, if any. figures: by stage name, a stage's
     figures (linked relative to the report) and hyperparameter importance. skipped: by
-    stage name, why a stage of the chain did not run (its time budget was spent)."""
+    stage name, why a stage of the chain did not run (its time budget was spent). worth:
+    lines on what the best model's gain is worth (compare.report_lines), after the first."""
     best = best_stage(summaries)
     metric = best.metric
     lines = [f"# {experiment_dir.name}", "",
              f"**Best model of the chain: {best.stage}** ({NAMES[best.model]}, validation "
              f"{metric.upper()}@10 {getattr(best, 'val_' + metric):.4f}; test HR@10 "
              f"{best.test_hr:.4f}, NDCG@10 {best.test_ndcg:.4f}): "
-             f"`{best.stage}/best_model.pt`, retrain with `{best.stage}/best_config.yaml`.", ""]
+             f"`{best.stage}/best_model.pt`, retrain with `{best.stage}/best_config.yaml`.", "",
+             *(worth or [])]
     others = [s.stage for s in summaries if s not in comparable(summaries)]
     if others:
         mode = {"sampled": "99 sampled negatives", "full": "full ranking"}

@@ -557,13 +557,34 @@ def _check_point(point: dict[str, Any], params: dict[str, Param], where: str) ->
 
 def _check_fixed_values(params: dict[str, Param], model: str, where: str) -> None:
     """Every value a trial could get must make a valid TrainConfig: check the fixed
-    values, and each choice and range end against the others' defaults."""
+    values, and each choice and range end against the others' defaults (and, for a
+    choice that drives conditionals, with its branches' values: optimizer=als is valid
+    with the als branch's embedding_l2, not with the default 0)."""
     fixed = {n: p.args[0] for n, p in params.items() if p.kind == "fixed"}
     TrainConfig.from_dict({"model": model, **fixed}, where=f"{where}: params")
     for name, p in params.items():
+        if p.kind == "by":
+            for chosen, branch in p.args[1]:
+                for value in extremes(branch) or list(branch.args):
+                    TrainConfig.from_dict({"model": model, **fixed,
+                                           **_branch_values(params, p.args[0], chosen),
+                                           name: value}, where=f"{where}: params.{name}")
+            continue
         for value in extremes(p):
-            TrainConfig.from_dict({"model": model, **fixed, name: value},
+            TrainConfig.from_dict({"model": model, **fixed,
+                                   **_branch_values(params, name, value), name: value},
                                   where=f"{where}: params.{name}")
+
+
+def _branch_values(params: dict[str, Param], driver: str, chosen: Any) -> dict[str, Any]:
+    """`driver` = `chosen` and, for each param conditional on it, a value of its branch
+    for `chosen` (the fixed value, or the range's low end)."""
+    values = {driver: chosen}
+    for name, p in params.items():
+        if p.kind == "by" and p.args[0] == driver and chosen in p.branches():
+            branch = p.branches()[chosen]
+            values[name] = branch.args[0] if branch.kind == "fixed" else extremes(branch)[0]
+    return values
 
 
 def extremes(p: Param) -> list[Any]:

@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import budget as ncf_budget
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import cluster, data, figures, results, spaces, training
+from ncf_tune import cluster, data, figures, mixes, results, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
@@ -116,7 +116,12 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(marker, json.dumps({"key": key, "budget_s": budget_s}) + "\n")
-        clock = ncf_budget.StageClock(key, budget_s) if budget_s is not None else None
+        tune_budget = budget_s
+        if stage.starts_pretrained:  # its mixes scored first, its recipes at the best
+            stage = mixes.seed_best_alphas(stage, split, param_space)
+            if budget_s is not None:  # the scoring came out of the stage's budget
+                tune_budget = max(1.0, budget_s - (time.perf_counter() - started))
+        clock = ncf_budget.StageClock(key, tune_budget) if tune_budget is not None else None
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, [printer, watch],
                            clock)
     ncf_budget.StageClock.fired.discard(key)

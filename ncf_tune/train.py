@@ -63,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-l2", type=non_negative_float,
                    help="L2 on the embeddings each row uses (Rendle et al. 2020)")
     p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--unobserved-weight", type=positive_float,
+                   help="als: alpha0, the weight pulling every unobserved pair's score to 0")
     p.add_argument("--momentum", type=non_negative_float, help="SGD momentum")
     p.add_argument("--init-std", type=positive_float, help="embedding init std")
     p.add_argument("--dropout", type=non_negative_float)
@@ -217,7 +219,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             kept = Kept(res.epoch, res.hr, res.ndcg)
         elif not res.diverged and (kept is None or kept.ndcg is None or res.ndcg > kept.ndcg):
             kept = Kept(res.epoch, res.hr, res.ndcg, _cpu_copy(state.model.state_dict()),
-                        _cpu_copy(state.optimizer.state_dict()))
+                        None if state.optimizer is None  # als keeps no optimiser state
+                        else _cpu_copy(state.optimizer.state_dict()))
 
     try:
         result = training.fit(cfg, split, device, on_epoch=on_epoch, resume=resume)
@@ -229,7 +232,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     assert kept is not None  # fit ran an epoch, or resumed from one
     if kept.model_state is not None:  # --keep best: that epoch's weights back in
         result.model.load_state_dict(kept.model_state)
-        if kept.optimizer_state is not None:
+        if kept.optimizer_state is not None and result.optimizer is not None:
             result.optimizer.load_state_dict(kept.optimizer_state)
     if cfg.eval == "full":
         test_hr, test_ndcg = training.evaluate_full(result.model, split, "test", device)

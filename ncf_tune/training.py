@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ncf_tune import als, fused, ranking
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import fused, ranking
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import EvalSet, IdMap, Split
 from ncf_tune.errors import NcfError
-from ncf_tune.metrics import hit_ratio_ndcg
-from ncf_tune.models import build
+from ncf_tune.metrics import from_ranks, positive_rank
+from ncf_tune.models import GMF, build
 from ncf_tune.sampling import EpochData, NegativeSampler
 from ncf_tune.steps import make_step
 
@@ -44,9 +44,12 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | None:
     """Adam, SGD or RMSprop with the notebook's settings; L2 as weight decay. Adam on the
-    CPU is torch's fused kernel unless fused steps are switched off (fused.py)."""
+    CPU is torch's fused kernel unless fused steps are switched off (fused.py). None for
+    als: its sweeps solve for the weights and keep no state between epochs."""
+    if cfg.optimizer == "als":
+        return None
     params = [p for p in model.parameters() if p.requires_grad]  # not a dot product's h
     if cfg.optimizer == "adam":
         on_cpu = all(p.device.type == "cpu" for p in params)
@@ -118,7 +121,7 @@ class TrainState:
     """What a checkpoint needs: passed to `on_epoch` after every epoch."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None for als
     config: TrainConfig
     epoch: int
     num_users: int
@@ -133,7 +136,7 @@ class TrainState:
 @dataclass
 class FitResult:
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None for als
     history: list[EpochResult] = field(default_factory=list)
 
     @property
@@ -179,13 +182,13 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         start = resume.epoch
     model.to(device)
     optimizer = build_optimizer(model, cfg)
-    if resume is not None and resume.optimizer_state is not None:
+    if optimizer is not None and resume is not None and resume.optimizer_state is not None:
         optimizer.load_state_dict(resume.optimizer_state)
         for group in optimizer.param_groups:  # the saved groups carry their run's choice
             if "fused" in optimizer.defaults:
                 group["fused"] = optimizer.defaults["fused"]
 
-    sampler = NegativeSampler(data.train_users, data.train_items, data.num_items, device)
+    run_epoch = _epoch_function(model, optimizer, cfg, data, device)
     validation = _validation(cfg, data, device)
     result = FitResult(model, optimizer)
     if resume is None and cfg.starts_pretrained:
@@ -201,13 +204,12 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks
         t0 = time.perf_counter()
-        rows = sampler.epoch(cfg.num_negatives, gen)
-        t1 = time.perf_counter()
-        loss = train_epoch(model, optimizer, rows, cfg, epoch, gen)
+        loss, sample_s = run_epoch(epoch, gen)
         t2 = time.perf_counter()
         hr, ndcg = validation(model)
         t3 = time.perf_counter()
-        res = EpochResult(epoch + 1, loss, hr, ndcg, t3 - t0, t1 - t0, t2 - t1, t3 - t2)
+        res = EpochResult(epoch + 1, loss, hr, ndcg, t3 - t0, sample_s, t2 - t0 - sample_s,
+                          t3 - t2)
         result.history.append(res)
         if on_epoch is not None:
             on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1, data.num_users,
@@ -215,6 +217,31 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         if res.diverged:
             break
     return result
+
+
+EpochFunction = Callable[[int, torch.Generator], tuple[float, float]]
+
+
+def _epoch_function(model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    cfg: TrainConfig, data: Split, device: torch.device) -> EpochFunction:
+    """How `fit` trains one epoch, set up once: epoch(0-based index, generator) ->
+    (mean training loss, seconds spent drawing negatives). Fresh negatives and
+    `train_epoch`, or for als one closed-form sweep over users and items (als.py)."""
+    if cfg.optimizer == "als":
+        assert isinstance(model, GMF)  # TrainConfig.validate: als is the dot-product GMF's
+        sweep = als.Sweeper(model, data.train_users, data.train_items, cfg.unobserved_weight,
+                            cfg.embedding_l2)
+        return lambda epoch, generator: (sweep(), 0.0)
+    assert optimizer is not None
+    sampler = NegativeSampler(data.train_users, data.train_items, data.num_items, device)
+
+    def epoch_fn(epoch: int, generator: torch.Generator) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        rows = sampler.epoch(cfg.num_negatives, generator)
+        sample_s = time.perf_counter() - t0
+        return train_epoch(model, optimizer, rows, cfg, epoch, generator), sample_s
+
+    return epoch_fn
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochData,
@@ -261,11 +288,29 @@ def to_device(eval_set: EvalSet, device: torch.device | str) -> EvalSet:
     return EvalSet(eval_set.users.to(device), eval_set.candidates.to(device))
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, eval_set: EvalSet, k: int = TOP_K,
              max_rows: int | None = None) -> tuple[float, float]:
     """HR@k and NDCG@k of `model` on `eval_set`, scored in chunks of at most `max_rows`
     (user, item) pairs; by default 2^14 on a CPU, 2^21 on a GPU."""
+    return from_ranks(ranks(model, eval_set, max_rows), k)
+
+
+def ranks(model: nn.Module, eval_set: EvalSet, max_rows: int | None = None) -> torch.Tensor:
+    """Each user's held-out item's 0-based rank among its candidates under `model`:
+    [users] int64 (metrics.positive_rank), what HR and NDCG per user come from."""
+    return positive_rank(masked(candidate_scores(model, eval_set, max_rows), eval_set))
+
+
+def masked(scores: torch.Tensor, eval_set: EvalSet) -> torch.Tensor:
+    """`scores` with -inf where a candidate is -1 (a dropped duplicate): never ranked."""
+    return scores.masked_fill(eval_set.candidates < 0, float("-inf"))
+
+
+@torch.no_grad()
+def candidate_scores(model: nn.Module, eval_set: EvalSet, max_rows: int | None = None
+                     ) -> torch.Tensor:
+    """`model`'s logits for every user's candidates: [users x candidates], column 0 the
+    held-out item (a -1 candidate scored as item 0: see `masked`)."""
     was_training = model.training
     model.eval()
     n, c = eval_set.candidates.shape
@@ -276,17 +321,16 @@ def evaluate(model: nn.Module, eval_set: EvalSet, k: int = TOP_K,
     # Ours score many pairs with fixed weights faster through their scorer (models.py);
     # any other module mapping (users, items) to logits is called as it is.
     score = model.scorer() if hasattr(model, "scorer") else model
-    scores = []
+    out = []
     step = max(1, max_rows // c)
     for start in range(0, n, step):
         cand = eval_set.candidates[start:start + step]
         users = eval_set.users[start:start + step, None].expand_as(cand)
-        s = score(users.reshape(-1), cand.clamp(min=0).reshape(-1)).view(cand.shape)
-        scores.append(s.masked_fill(cand < 0, float("-inf")))  # -1: a dropped duplicate
+        out.append(score(users.reshape(-1), cand.clamp(min=0).reshape(-1)).view(cand.shape))
     model.train(was_training)
-    if not scores:
-        return 0.0, 0.0
-    return hit_ratio_ndcg(torch.cat(scores), k)
+    if not out:
+        return torch.zeros(0, c)
+    return torch.cat(out)
 
 
 def evaluate_full(model: nn.Module, split: Split, which: str = "test",

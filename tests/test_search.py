@@ -104,6 +104,9 @@ def test_chain_writes_every_results_file(chain):
     report = (exp / "report.md").read_text()
     assert "## gmf (GMF)" in report and "## neumf (NeuMF)" in report
     assert "full ranking" in report and "(gmf/gmf_curves.png)" in report
+    # what the gain is worth: popularity on the same split, paired comparisons
+    assert "## What the gain is worth" in report and "- Popularity" in report
+    assert "the best other stage" in report and "McNemar p = " in report
 
 
 def test_asha_stops_at_least_one_trial(chain):

@@ -38,10 +38,14 @@ def test_shipped_spaces_load_as_a_chain_in_dependency_order():
     neumf = chain[-1]
     assert set(neumf.pretrain) == {"gmf", "mlp"} and "factors" not in neumf.params
     ends = {int(v.split(",")[-1]) for v in chain[1].params["layers"].args}
-    # the paper's predictive factors from 16 up, as GMF's, and the wider tower
-    assert ends == {16, 32, 64, 128} == set(chain[0].params["factors"].args)
-    # both GMF families, each with its own learning-rate range
-    assert set(chain[0].params["lr"].branches()) == {"sgd", "adam"}
+    # the paper's predictive factors from 16 up, as GMF's by SGD or Adam, and the wider
+    # tower; GMF by ALS from 64 up (192: Rendle et al.)
+    factors = chain[0].params["factors"].branches()
+    assert ends == {16, 32, 64, 128} == set(factors["sgd"].args) == set(factors["adam"].args)
+    assert 192 in factors["als"].args
+    # three GMF families, each with its own learning-rate range (ALS: none, fixed)
+    assert set(chain[0].params["lr"].branches()) == {"sgd", "adam", "als"}
+    assert chain[0].params["lr"].branches()["als"].kind == "fixed"
     # a NeuMF may end as either pure part: alpha spans 0..1
     assert neumf.params["alpha"].args == (0.0, 1.0)
     assert sum(s.budget_share for s in chain) == pytest.approx(1.0)
@@ -209,3 +213,20 @@ def test_search_cli_refuses_a_bad_space_before_starting_ray(tmp_path):
     assert p.stderr.strip().splitlines() == [
         f"error: {path}: params.lr.uniform: low 1 must be below high 0"]
     assert not (tmp_path / "results").exists()
+
+
+def test_a_choice_is_checked_with_the_values_its_branches_give_it(tmp_path):
+    text = """model: gmf
+params:
+  optimizer: {choice: [sgd, als]}
+  embedding_l2:
+    by: optimizer
+    sgd: 0.0
+    als: {loguniform: [1.0e-3, 1.0e-2]}
+  dot_product: true
+num_samples: 3
+"""
+    spaces.load_chain(write(tmp_path, "ok.yaml", text))  # sgd with 0, als with its range
+    with pytest.raises(NcfError, match="needs embedding_l2 > 0"):
+        spaces.load_chain(write(tmp_path, "bad.yaml", text.replace(
+            "als: {loguniform: [1.0e-3, 1.0e-2]}", "als: 0.0")))
