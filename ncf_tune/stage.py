@@ -28,7 +28,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import data, figures, results, spaces, training
+from ncf_tune import data, figures, results, sampling, spaces, training
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
@@ -97,7 +97,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
-        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s)
+        tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s,
+                           sampling.reports_per_epoch(len(split.train_users)))
     with _quiet_unstarted_trials():
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
@@ -198,16 +199,18 @@ def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | No
 
 
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
-               printer: tune.Callback, budget_s: float | None) -> tune.Tuner:
+               printer: tune.Callback, budget_s: float | None, per_epoch: int = 1
+               ) -> tune.Tuner:
     """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
-    folder/tune (a local folder or a storage URI)."""
+    folder/tune (a local folder or a storage URI). per_epoch: reports an epoch (more
+    than 1 on large data, sampling.reports_per_epoch); rungs count reports."""
     searcher = make_searcher(stage)
     offset = 1 if stage.starts_pretrained else 0  # epoch 0 is a rung too (trainable.py)
     if stage.scheduler.type == "asha":
+        max_t = stage.max_epochs * per_epoch + offset
         scheduler = ASHAScheduler(time_attr="evaluations", metric=stage.metric, mode="max",
-                                  max_t=stage.max_epochs + offset,
-                                  grace_period=min(stage.scheduler.grace_period,
-                                                   stage.max_epochs + offset),
+                                  max_t=max_t,
+                                  grace_period=min(stage.scheduler.grace_period, max_t),
                                   reduction_factor=stage.scheduler.reduction_factor)
     else:
         scheduler = FIFOScheduler()

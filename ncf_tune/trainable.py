@@ -11,8 +11,11 @@ Two counters, because a pretrained NeuMF is scored before it trains (epoch 0):
 rungs count, so a NeuMF stage can cut a trial on its untrained mix alone; `best_*` is
 what the searcher learns from, since the stage's winner is a trial's best epoch, not
 its last one (an ASHA-stopped trial would otherwise be told as the score it had when
-stopped). The data comes from the driver through the
-object store (`tune.with_parameters`), loaded once for all trials.
+stopped). On large data an epoch is reported in parts (training.py): `evaluations`
+counts those reports, so ASHA's rungs stand for the same number of training samples on
+any data, and `epoch` is then the fractional epochs trained (2.5: half of the third).
+The data comes from the driver through the object store (`tune.with_parameters`),
+loaded once for all trials.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
         if not res.diverged:
             best["best_hr"] = max(best["best_hr"], res.hr)
             best["best_ndcg"] = max(best["best_ndcg"], res.ndcg)
-        metrics = {"epoch": res.epoch, "evaluations": res.epoch + offset, "loss": res.loss,
+        metrics = {"epoch": res.epoch if res.parts == 1 else round(res.progress, 4),
+                   "evaluations": offset + max(0, (res.epoch - 1) * res.parts + res.part),
+                   "loss": res.loss,
                    "hr": res.hr, "ndcg": res.ndcg, **best, "seconds": res.seconds,
                    "train_seconds": res.train_seconds, "diverged": res.diverged, "node": node}
         if res.diverged:  # nothing worth restoring; hr/ndcg are 0 (NaN scores rank last)

@@ -9,6 +9,13 @@ Determinism: the epoch's negatives, batch order and dropout masks come from a
 generator seeded with (seed, epoch). Nothing random carries over from one epoch to the
 next except the weights and optimiser state, so a run resumed from an epoch-k
 checkpoint ends with the same weights as a run that never stopped.
+
+Large data: an epoch of more than `sampling.REPORT_POSITIVES` positives is trained in
+parts, each drawn in chunks (sampling.py's `EpochPlan`, seeded per (seed, epoch, chunk)),
+and validated and reported after each part: `on_epoch` is then called `parts` times an
+epoch, with `EpochResult.part`. A run resumed from a mid-epoch checkpoint goes on from
+the part after it, with the same weights as one that never stopped. ML-1M's epochs are
+one part: trained as before, bit for bit.
 """
 
 from __future__ import annotations
@@ -22,13 +29,13 @@ import torch
 from torch import nn
 
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import fused, ranking
+from ncf_tune import eval_sample, fused, ranking
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import EvalSet, IdMap, Split
 from ncf_tune.errors import NcfError
 from ncf_tune.metrics import hit_ratio_ndcg
 from ncf_tune.models import build
-from ncf_tune.sampling import EpochData, NegativeSampler
+from ncf_tune.sampling import EpochData, EpochPlan, NegativeSampler, chunk_seed, plan
 from ncf_tune.steps import make_step
 
 TOP_K = 10  # HR@10 and NDCG@10, as in the paper
@@ -84,10 +91,24 @@ class EpochResult:
     sample_seconds: float
     train_seconds: float
     eval_seconds: float
+    # An epoch trained in parts (large data) reports after each: this is part `part` of
+    # `parts` of epoch `epoch`; the loss and seconds are the part's.
+    part: int = 1
+    parts: int = 1
 
     @property
     def diverged(self) -> bool:
         return self.epoch > 0 and not math.isfinite(self.loss)
+
+    @property
+    def progress(self) -> float:
+        """Epochs trained, fractional mid-epoch: 2.5 after half of the third epoch."""
+        return self.epoch - 1 + self.part / self.parts if self.epoch else 0.0
+
+    @property
+    def completed(self) -> int:
+        """Whole epochs trained when this was reported."""
+        return self.epoch if self.part == self.parts else self.epoch - 1
 
 
 @dataclass
@@ -101,8 +122,11 @@ class TrainState:
     num_users: int
     num_items: int
     ids: IdMap | None = None  # the data's raw ids: every checkpoint carries them
+    part: int = 0  # parts of epoch `epoch` + 1 trained as well (an epoch in parts), else 0
 
     def save(self, path: str, metrics: dict[str, float] | None = None) -> None:
+        if self.part:  # where a resumed run goes on from, mid-epoch
+            metrics = {**(metrics or {}), "part": self.part}
         ckpt.save(path, self.model, self.optimizer, self.config, self.epoch, self.num_users,
                   self.num_items, metrics, self.ids)
 
@@ -148,12 +172,12 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
     torch.manual_seed(cfg.seed)
     model = build(cfg.model, data.num_users, data.num_items, cfg.factors, cfg.layers,
                   cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
-    start = 0
+    start, start_part = 0, 0
     if resume is None:
         ckpt.load_pretrained(model, cfg, data.num_users, data.num_items)
     else:
         model.load_state_dict(resume.model_state)
-        start = resume.epoch
+        start, start_part = resume.epoch, int(resume.metrics.get("part", 0))
     model.to(device)
     optimizer = build_optimizer(model, cfg)
     if resume is not None and resume.optimizer_state is not None:
@@ -174,9 +198,15 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         if on_epoch is not None:
             on_epoch(res, TrainState(model, optimizer, cfg, 0, data.num_users, data.num_items,
                                      data.ids))
+    cut = plan(len(sampler.users), cfg.num_negatives)
     for epoch in range(start, cfg.epochs):
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks
+        if not cut.whole:
+            if not _fit_parts(model, optimizer, sampler, validation, cfg, data, device, epoch,
+                              cut, start_part if epoch == start else 0, result, on_epoch):
+                break
+            continue
+        gen = torch.Generator(device=device).manual_seed(chunk_seed(cfg.seed, epoch))
+        torch.manual_seed(chunk_seed(cfg.seed, epoch))  # dropout masks
         t0 = time.perf_counter()
         rows = sampler.epoch(cfg.num_negatives, gen)
         t1 = time.perf_counter()
@@ -194,12 +224,61 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
     return result
 
 
+def _fit_parts(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: NegativeSampler,
+               validation: Callable[[nn.Module], tuple[float, float]], cfg: TrainConfig,
+               data: Split, device: torch.device, epoch: int, cut: EpochPlan, first_part: int,
+               result: FitResult, on_epoch: EpochCallback | None) -> bool:
+    """Epoch `epoch` (0-based) of a large split, part by part from `first_part`: each
+    part's chunks drawn and trained in turn (sampling.py's rule), then validated and
+    reported. Returns False when a part diverged (the run stops)."""
+    gen = torch.Generator(device=device).manual_seed(chunk_seed(cfg.seed, epoch))
+    order = sampler.permutation(gen)
+    # Compiled steps when the whole run pays for them, as for an epoch drawn whole.
+    run_steps = cfg.epochs * (cut.positives * (1 + cfg.num_negatives) // cfg.batch_size)
+    for part in range(first_part, cut.parts):
+        t0 = time.perf_counter()
+        sample_s, total, rows = 0.0, 0.0, 0
+        for chunk in cut.chunks_of(part):
+            seed = chunk_seed(cfg.seed, epoch, chunk)
+            gen = torch.Generator(device=device).manual_seed(seed)
+            torch.manual_seed(seed)  # dropout masks
+            lo, hi = cut.chunk_bounds(chunk)
+            ts = time.perf_counter()
+            chunk_rows = sampler.chunk(order[lo:hi], cfg.num_negatives, gen)
+            sample_s += time.perf_counter() - ts
+            loss = train_epoch(model, optimizer, chunk_rows, cfg, epoch, gen,
+                               start=lo / cut.positives, span=(hi - lo) / cut.positives,
+                               run_steps=run_steps)
+            total += loss * len(chunk_rows)
+            rows += len(chunk_rows)
+            del chunk_rows
+        t2 = time.perf_counter()
+        hr, ndcg = validation(model)
+        t3 = time.perf_counter()
+        res = EpochResult(epoch + 1, total / max(rows, 1), hr, ndcg, t3 - t0, sample_s,
+                          t2 - t0 - sample_s, t3 - t2, part=part + 1, parts=cut.parts)
+        result.history.append(res)
+        if on_epoch is not None:
+            done = part + 1 == cut.parts
+            on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1 if done else epoch,
+                                     data.num_users, data.num_items, data.ids,
+                                     part=0 if done else part + 1))
+        if res.diverged:
+            return False
+    return True
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochData,
-                cfg: TrainConfig, epoch: int, generator: torch.Generator) -> float:
+                cfg: TrainConfig, epoch: int, generator: torch.Generator,
+                start: float = 0.0, span: float = 1.0, run_steps: int | None = None) -> float:
     """Epoch `epoch` (0-based) over `rows` in a random order, in batches of
     `cfg.batch_size`, stepping the learning rate each batch; each batch is one step of
     steps.py (the MF step by hand or autograd's, fused or eager). Returns the mean
-    classification loss (without the L2 terms; NaN if diverged)."""
+    classification loss (without the L2 terms; NaN if diverged).
+
+    A chunk of an epoch in chunks: `rows` are that chunk's, which starts `start` into
+    the epoch and spans `span` of it (the learning rate follows), and `run_steps` is
+    the whole run's number of full batches (whether to compile the step)."""
     model.train()
     # Shuffle once, then every batch is a contiguous slice: no gather per batch.
     perm = torch.randperm(len(rows), device=rows.users.device, generator=generator)
@@ -211,16 +290,21 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
     # Fused (compiled) steps when the whole run has enough full batches to pay for
     # compiling them; see fused.py.
-    fuse = fused.wanted(users.device, cfg.epochs * (len(users) // cfg.batch_size),
-                        tower=hasattr(model, "distinct_logits_and_norms"))
+    if run_steps is None:
+        run_steps = cfg.epochs * (len(users) // cfg.batch_size)
+    fuse = fused.wanted(users.device, run_steps, tower=hasattr(model, "distinct_logits_and_norms"))
+    wide = users.dtype == torch.int64  # a chunk's int32 ids are widened batch by batch
     train_step = make_step(model, optimizer, cfg, fuse)
     for step in range(steps):
         if scheduled:
-            lr = learning_rate(cfg, epoch + step / steps)
+            lr = learning_rate(cfg, epoch + start + span * step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
-        loss = train_step(users[batch], items[batch], labels[batch])
+        if wide:
+            loss = train_step(users[batch], items[batch], labels[batch])
+        else:
+            loss = train_step(users[batch].long(), items[batch].long(), labels[batch])
         total += loss * len(labels[batch])  # no .item() per batch: no device sync
     return (total / len(users)).item()
 
@@ -229,8 +313,11 @@ def _validation(cfg: TrainConfig, data: Split, device: torch.device | str
                 ) -> Callable[[nn.Module], tuple[float, float]]:
     """The per-epoch validation score, set up once: sampled or full ranking."""
     if cfg.eval == "full":
-        return ranking.FullRanking(data, "validation", device)
-    validation = to_device(data.validation, device)
+        return ranking.FullRanking(data, "validation", device,
+                                   max_users=eval_sample.VALIDATION_USERS)
+    validation = to_device(eval_sample.user_sample(data.validation,
+                                                   eval_sample.VALIDATION_USERS, data.seed),
+                           device)
     return lambda model: evaluate(model, validation)
 
 
@@ -271,5 +358,7 @@ def evaluate_full(model: nn.Module, split: Split, which: str = "test",
     """Full-ranking HR@10 and NDCG@10 of `model` on the split's "validation" or "test"
     users: each held-out item ranked against every item the user never interacted with
     (for the test item, the validation item is left out too: a known positive). See
-    ranking.py. `model` must already be on `device`."""
-    return ranking.FullRanking(split, which, device)(model, TOP_K)
+    ranking.py. `model` must already be on `device`. On more than
+    `eval_sample.FULL_RANKING_USERS` users, on a seeded sample of that many."""
+    return ranking.FullRanking(split, which, device,
+                               max_users=eval_sample.FULL_RANKING_USERS)(model, TOP_K)

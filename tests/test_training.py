@@ -221,3 +221,35 @@ def test_eval_full_scores_each_epoch_by_full_ranking(ratings_file):
     assert want != (sampled.history[0].hr, sampled.history[0].ndcg)  # it is another metric
     with pytest.raises(NcfError, match="eval='all' is not one of sampled, full"):
         TrainConfig.from_dict({"eval": "all"})
+
+
+def test_a_large_epoch_reports_in_parts_deterministically_and_resumes_mid_epoch(
+        ratings_file, tmp_path, monkeypatch):
+    # A small split made "large": reports every 200 positives instead of every 2^20.
+    monkeypatch.setenv("NCF_TUNE_REPORT_POSITIVES", "200")
+    split = tiny_split(ratings_file)
+    cfg = CFG.replace(epochs=2, lr_schedule="cosine")
+    parts = math.ceil(len(split.train_users) / 200)
+    assert parts > 2
+    seen = []
+
+    def keep(res, state):
+        seen.append(res)
+        state.save(str(tmp_path / f"{res.epoch}-{res.part}.pt"), {"ndcg": res.ndcg})
+
+    full = training.fit(cfg, split, on_epoch=keep)
+    assert [(r.epoch, r.part) for r in seen] == [(e, p) for e in (1, 2)
+                                                  for p in range(1, parts + 1)]
+    assert seen[parts - 1].progress == 1.0 and 1 < seen[parts].progress < 2
+    assert seen[-1].loss < seen[0].loss
+    again = training.fit(cfg, split)
+    a, b = full.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A checkpoint mid-way through epoch 2 goes on from the part after it.
+    ck = checkpoint.load(tmp_path / "2-2.pt")
+    assert ck.epoch == 1 and ck.metrics["part"] == 2
+    resumed = training.fit(cfg, split, resume=ck)
+    assert [(r.epoch, r.part) for r in resumed.history] == [(2, p) for p in
+                                                            range(3, parts + 1)]
+    b = resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
