@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncf_tune import budget as ncf_budget
-from ncf_tune import cluster, data, results, spaces
+from ncf_tune import cache, cluster, data, results, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
@@ -71,7 +71,7 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
     shared = ncf_storage.join(storage, name) if storage else None
     with cluster.experiment_lock(exp_dir):
         t = time.perf_counter()
-        split = data.prepare(last.data, seed=last.seed)
+        split = cache.prepare(last.data, seed=last.seed)  # parsed once per file and seed
         print(f"data: {last.data}: {split.num_users} users, {split.num_items} items, "
               f"{len(split.train_users)} train positives ({time.perf_counter() - t:.1f} s)")
         for note in split.notes:

@@ -48,3 +48,27 @@ def test_a_split_pickles_its_arrays_out_of_band_and_comes_back_without_a_copy(ra
     back = pickle.loads(payload, buffers=buffers)
     assert back.fingerprint == split.fingerprint and back.ids.fingerprint == split.ids.fingerprint
     assert back.train_users.data_ptr() == split.train_users.data_ptr()  # the same memory
+
+
+def test_the_prepared_split_is_cached_by_content_and_seed(ratings_file, tmp_path, monkeypatch):
+    from ncf_tune import cache
+
+    monkeypatch.setenv("NCF_TUNE_CACHE", str(tmp_path / "cache"))
+    assert cache.prepare(ratings_file, 0).fingerprint == data.prepare(ratings_file, 0).fingerprint
+    assert not (tmp_path / "cache").exists()  # a small source is not cached
+    first = cache.prepare(ratings_file, 0, min_bytes=0)
+    entries = list((tmp_path / "cache").iterdir())
+    assert len(entries) == 1 and entries[0].suffix == ".npz"  # no temporary left behind
+    again = cache.prepare(ratings_file, 0, min_bytes=0)
+    fresh = data.prepare(ratings_file, 0)
+    for split in (first, again):
+        assert split.fingerprint == fresh.fingerprint and split.notes == fresh.notes
+        assert split.ids.fingerprint == fresh.ids.fingerprint and split.name == fresh.name
+    cache.prepare(ratings_file, 1, min_bytes=0)  # another seed, another entry
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    # A changed file is another key; a damaged entry is prepared again and replaced.
+    ratings_file.write_text(ratings_file.read_text() + "999::1::5::1\n")
+    assert cache.prepare(ratings_file, 0, min_bytes=0).num_users == fresh.num_users + 1
+    entries[0].write_bytes(b"not a zip")
+    ratings_file.write_text("\n".join(ratings_file.read_text().splitlines()[:-1]) + "\n")
+    assert cache.prepare(ratings_file, 0, min_bytes=0).fingerprint == fresh.fingerprint
