@@ -29,11 +29,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import checkpoint as ckpt
 from ncf_tune import data, figures, results, sampling, spaces, training
+from ncf_tune import memory as ncf_memory
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
 from ncf_tune.models import NAMES
-from ncf_tune.trainable import train_ncf
+from ncf_tune.trainable import REPORT_BY, train_ncf
 
 BUDGET_SLACK_S = 2.0  # a stage that ran this close to its time budget was ended by it
 
@@ -74,8 +75,13 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     trials_root = ncf_storage.join(shared, stage.name) if shared else str(folder)
     tune_dir = ncf_storage.join(trials_root, "tune")
     param_space = {**stage.fixed_space(), **stage_config(stage, upstream)}
-    trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split),
-                                   {"cpu": stage.cpu, "gpu": stage.gpu})
+    if budget_s is not None:  # trials short of a report at the end report what they have
+        param_space[REPORT_BY] = time.time() + budget_s - BUDGET_SLACK_S
+    resources = {"cpu": stage.cpu, "gpu": stage.gpu}
+    memory = ncf_memory.stage_request(stage, param_space, split, ncf_memory.node_memory())
+    if memory is not None:  # no more trials on a node than its memory holds (memory.py)
+        resources["memory"] = memory
+    trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split), resources)
     printer = TrialPrinter(stage)
     started = time.perf_counter()
     earlier = ncf_storage.exists(tune_dir)
@@ -102,7 +108,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     with _quiet_unstarted_trials():
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
-    ended_by_budget = budget_s is not None and elapsed >= budget_s - BUDGET_SLACK_S
+    ended_by_budget = budget_s is not None and (elapsed >= budget_s - BUDGET_SLACK_S
+                                                or _any_cut(grid))
     # A stage with unfinished trials is not a result: nothing is written for it.
     if grid.num_terminated + grid.num_errors < stage.num_samples and not ended_by_budget:
         raise SearchInterrupted(f"[{stage.name}] interrupted with "
@@ -233,6 +240,15 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
     )
 
 
+def _any_cut(grid: Any) -> bool:
+    """Whether a trial reported at the time budget's cut (trainable.REPORT_BY)."""
+    for res in grid:
+        df = res.metrics_dataframe
+        if df is not None and "cut" in df and df["cut"].astype(bool).any():
+            return True
+    return False
+
+
 def _scale(p: spaces.Param) -> str:
     """A searched param's axis in the report's figures (a conditional one: its first
     branch's)."""
@@ -259,6 +275,7 @@ def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
         epochs_run = int(df["epoch"].max()) if len(df) else 0
         diverged = bool(len(df)) and bool(df["diverged"].iloc[-1])
         cut = ended is not None and trial_id not in ended and res.error is None
+        cut = cut or ("cut" in df and bool(len(df)) and bool(df["cut"].iloc[-1]))
         status = results.trial_status(res.error is not None, diverged, epochs_run,
                                       stage.max_epochs, cut_by_budget=cut)
         row = results.TrialRow(trial_id, status, epochs_run, None, None, None,
@@ -308,7 +325,10 @@ def _best_config(top: ckpt.Checkpoint, stage: spaces.Stage) -> dict[str, Any]:
     if cfg.lr_schedule == "cosine" and not cfg.schedule_epochs:
         cfg = cfg.replace(schedule_epochs=cfg.epochs)  # the trial's decay, cut at its best
     # threads: the trial's (trainable.py); bf16 on another count rounds differently
-    best_config = {**cfg.replace(epochs=top.epoch).to_dict(), "data": stage.data,
+    # A winner checkpointed mid-epoch (large data: a report is part of an epoch, or the
+    # budget's cut) trains to the end of that epoch.
+    epochs = top.epoch + (1 if top.metrics.get("part") or top.metrics.get("cut") else 0)
+    best_config = {**cfg.replace(epochs=epochs).to_dict(), "data": stage.data,
                    "threads": max(1, math.ceil(stage.cpu))}
     for k in ("pretrain_gmf", "pretrain_mlp"):
         if best_config[k] is None:

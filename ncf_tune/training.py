@@ -39,6 +39,7 @@ from ncf_tune.sampling import EpochData, EpochPlan, NegativeSampler, chunk_seed,
 from ncf_tune.steps import make_step
 
 TOP_K = 10  # HR@10 and NDCG@10, as in the paper
+CUT_CHECK_STEPS = 16  # how often a run with a `Cut` looks at the clock (steps)
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -95,6 +96,8 @@ class EpochResult:
     # `parts` of epoch `epoch`; the loss and seconds are the part's.
     part: int = 1
     parts: int = 1
+    # Reported at a time budget's cut (`Cut`): how much of part `part` was trained.
+    cut: float | None = None
 
     @property
     def diverged(self) -> bool:
@@ -103,12 +106,37 @@ class EpochResult:
     @property
     def progress(self) -> float:
         """Epochs trained, fractional mid-epoch: 2.5 after half of the third epoch."""
-        return self.epoch - 1 + self.part / self.parts if self.epoch else 0.0
+        if not self.epoch:
+            return 0.0
+        part = self.part if self.cut is None else self.part - 1 + self.cut
+        return self.epoch - 1 + part / self.parts
 
     @property
     def completed(self) -> int:
         """Whole epochs trained when this was reported."""
-        return self.epoch if self.part == self.parts else self.epoch - 1
+        return self.epoch if self.part == self.parts and self.cut is None else self.epoch - 1
+
+
+@dataclass
+class Cut:
+    """A time by which a run must have reported: a stage's time budget ends then
+    (stage.py). A run still short of its next report when the time comes stops
+    training early enough to score validation, reports what it has (`EpochResult.cut`)
+    and ends, so that a stage whose every report takes longer than its budget still
+    hands on a partly trained model instead of nothing.
+
+    at: the `time.time()` to have reported by. eval_rows: the (user, item) pairs a
+    validation scores; their time is guessed from the training steps' (a forward pass
+    is about a third of a step) plus MARGIN_S for the checkpoint and the report."""
+
+    at: float
+    eval_rows: int
+    hit: float | None = None  # the share of the rows in hand trained when it was cut
+    MARGIN_S = 10.0
+
+    def due(self, rows_done: int, seconds: float) -> bool:
+        per_row = seconds / max(rows_done, 1)
+        return time.time() + self.MARGIN_S + self.eval_rows * per_row / 3 >= self.at
 
 
 @dataclass
@@ -151,13 +179,17 @@ EpochCallback = Callable[[EpochResult, TrainState], None]
 
 
 def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
-        on_epoch: EpochCallback | None = None, resume: ckpt.Checkpoint | None = None) -> FitResult:
+        on_epoch: EpochCallback | None = None, resume: ckpt.Checkpoint | None = None,
+        cut: Cut | None = None) -> FitResult:
     """Train `cfg.model` on `data` for `cfg.epochs` epochs, scoring validation each epoch.
 
     on_epoch: called after each epoch with its figures and the state to checkpoint.
     resume: a checkpoint of this config to continue from (its epoch onward).
     Returns the trained model and the per-epoch history. Stops early, after reporting
     it, on an epoch whose loss is NaN or inf (`FitResult.diverged`).
+
+    cut: a time by which to have reported; a run short of a report then reports what it
+    has and stops (`Cut`; `FitResult.cut`).
 
     A NeuMF built from pretrained GMF and MLP weights (`cfg.starts_pretrained`) is scored
     before it trains, as epoch 0: fine-tuning can make it worse (on the paper's ML-1M
@@ -198,11 +230,12 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         if on_epoch is not None:
             on_epoch(res, TrainState(model, optimizer, cfg, 0, data.num_users, data.num_items,
                                      data.ids))
-    cut = plan(len(sampler.users), cfg.num_negatives)
+    plan_ = plan(len(sampler.users), cfg.num_negatives)
     for epoch in range(start, cfg.epochs):
-        if not cut.whole:
+        if not plan_.whole:
             if not _fit_parts(model, optimizer, sampler, validation, cfg, data, device, epoch,
-                              cut, start_part if epoch == start else 0, result, on_epoch):
+                              plan_, start_part if epoch == start else 0, result, on_epoch,
+                              cut):
                 break
             continue
         gen = torch.Generator(device=device).manual_seed(chunk_seed(cfg.seed, epoch))
@@ -210,16 +243,18 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         t0 = time.perf_counter()
         rows = sampler.epoch(cfg.num_negatives, gen)
         t1 = time.perf_counter()
-        loss = train_epoch(model, optimizer, rows, cfg, epoch, gen)
+        loss = train_epoch(model, optimizer, rows, cfg, epoch, gen, cut=cut)
         t2 = time.perf_counter()
         hr, ndcg = validation(model)
         t3 = time.perf_counter()
-        res = EpochResult(epoch + 1, loss, hr, ndcg, t3 - t0, t1 - t0, t2 - t1, t3 - t2)
+        hit = None if cut is None else cut.hit
+        res = EpochResult(epoch + 1, loss, hr, ndcg, t3 - t0, t1 - t0, t2 - t1, t3 - t2,
+                          cut=hit)
         result.history.append(res)
         if on_epoch is not None:
-            on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1, data.num_users,
+            on_epoch(res, TrainState(model, optimizer, cfg, res.completed, data.num_users,
                                      data.num_items, data.ids))
-        if res.diverged:
+        if res.diverged or hit is not None:
             break
     return result
 
@@ -227,10 +262,11 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
 def _fit_parts(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: NegativeSampler,
                validation: Callable[[nn.Module], tuple[float, float]], cfg: TrainConfig,
                data: Split, device: torch.device, epoch: int, cut: EpochPlan, first_part: int,
-               result: FitResult, on_epoch: EpochCallback | None) -> bool:
+               result: FitResult, on_epoch: EpochCallback | None,
+               deadline: Cut | None = None) -> bool:
     """Epoch `epoch` (0-based) of a large split, part by part from `first_part`: each
     part's chunks drawn and trained in turn (sampling.py's rule), then validated and
-    reported. Returns False when a part diverged (the run stops)."""
+    reported. Returns False when a part diverged or `deadline` cut it (the run stops)."""
     gen = torch.Generator(device=device).manual_seed(chunk_seed(cfg.seed, epoch))
     order = sampler.permutation(gen)
     # Compiled steps when the whole run pays for them, as for an epoch drawn whole.
@@ -248,29 +284,39 @@ def _fit_parts(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: Nega
             sample_s += time.perf_counter() - ts
             loss = train_epoch(model, optimizer, chunk_rows, cfg, epoch, gen,
                                start=lo / cut.positives, span=(hi - lo) / cut.positives,
-                               run_steps=run_steps)
-            total += loss * len(chunk_rows)
-            rows += len(chunk_rows)
+                               run_steps=run_steps, cut=deadline)
+            trained = len(chunk_rows)
+            if deadline is not None and deadline.hit is not None:
+                trained = round(trained * deadline.hit)
+                per = cut.chunks // cut.parts
+                deadline.hit = (chunk - cut.chunks_of(part).start + deadline.hit) / per
+            total += loss * trained
+            rows += trained
             del chunk_rows
+            if deadline is not None and deadline.hit is not None:
+                break
         t2 = time.perf_counter()
         hr, ndcg = validation(model)
         t3 = time.perf_counter()
+        hit = None if deadline is None else deadline.hit
         res = EpochResult(epoch + 1, total / max(rows, 1), hr, ndcg, t3 - t0, sample_s,
-                          t2 - t0 - sample_s, t3 - t2, part=part + 1, parts=cut.parts)
+                          t2 - t0 - sample_s, t3 - t2, part=part + 1, parts=cut.parts, cut=hit)
         result.history.append(res)
         if on_epoch is not None:
-            done = part + 1 == cut.parts
+            done = part + 1 == cut.parts and hit is None
+            whole_parts = part if hit is not None else part + 1
             on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1 if done else epoch,
                                      data.num_users, data.num_items, data.ids,
-                                     part=0 if done else part + 1))
-        if res.diverged:
+                                     part=0 if done else whole_parts))
+        if res.diverged or hit is not None:
             return False
     return True
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochData,
                 cfg: TrainConfig, epoch: int, generator: torch.Generator,
-                start: float = 0.0, span: float = 1.0, run_steps: int | None = None) -> float:
+                start: float = 0.0, span: float = 1.0, run_steps: int | None = None,
+                cut: Cut | None = None) -> float:
     """Epoch `epoch` (0-based) over `rows` in a random order, in batches of
     `cfg.batch_size`, stepping the learning rate each batch; each batch is one step of
     steps.py (the MF step by hand or autograd's, fused or eager). Returns the mean
@@ -278,7 +324,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
 
     A chunk of an epoch in chunks: `rows` are that chunk's, which starts `start` into
     the epoch and spans `span` of it (the learning rate follows), and `run_steps` is
-    the whole run's number of full batches (whether to compile the step)."""
+    the whole run's number of full batches (whether to compile the step). cut: stop
+    when it is due (`Cut`), setting its `hit` to the share of `rows` trained; the loss is
+    then the mean over those."""
     model.train()
     # Shuffle once, then every batch is a contiguous slice: no gather per batch.
     perm = torch.randperm(len(rows), device=rows.users.device, generator=generator)
@@ -295,7 +343,12 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     fuse = fused.wanted(users.device, run_steps, tower=hasattr(model, "distinct_logits_and_norms"))
     wide = users.dtype == torch.int64  # a chunk's int32 ids are widened batch by batch
     train_step = make_step(model, optimizer, cfg, fuse)
+    began = time.perf_counter()
     for step in range(steps):
+        if cut is not None and step and step % CUT_CHECK_STEPS == 0 \
+                and cut.due(step * cfg.batch_size, time.perf_counter() - began):
+            cut.hit = step / steps
+            return (total / (step * cfg.batch_size)).item()
         if scheduled:
             lr = learning_rate(cfg, epoch + start + span * step / steps)
             for group in optimizer.param_groups:

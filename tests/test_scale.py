@@ -72,3 +72,47 @@ def test_the_prepared_split_is_cached_by_content_and_seed(ratings_file, tmp_path
     entries[0].write_bytes(b"not a zip")
     ratings_file.write_text("\n".join(ratings_file.read_text().splitlines()[:-1]) + "\n")
     assert cache.prepare(ratings_file, 0, min_bytes=0).fingerprint == fresh.fingerprint
+
+
+def test_a_stage_whose_first_report_outlasts_its_budget_still_hands_on_a_model(tmp_path):
+    # The stage's cheapest config (batch 4096) fits its share, so the budget is accepted;
+    # its one trial starts with a recipe (batch 1, 16 negatives) whose first epoch takes
+    # longer than the whole budget. The trial reports what it has at the cut.
+    import csv
+    import os
+    from pathlib import Path
+
+    import ray
+    from conftest import make_ratings, write_dat
+
+    from ncf_tune import search
+
+    repo = Path(__file__).resolve().parent.parent
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=600, num_items=300))
+    space = tmp_path / "gmf.yaml"
+    space.write_text(f"""
+model: gmf
+data: {ratings}
+params:
+  factors: 64
+  num_negatives: 16
+  batch_size: {{choice: [1, 4096]}}
+  lr: 0.001
+num_samples: 1
+max_epochs: 5
+time_budget: 60s
+searcher: {{points_to_evaluate: [{{batch_size: 1}}]}}
+""")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(repo),
+                                       "NCF_TUNE_COMPILE": "off"}})
+    try:
+        (summary,) = search.run_chain(space, results_dir=tmp_path / "r", experiment="e")
+    finally:
+        ray.shutdown()
+    folder = tmp_path / "r" / "e" / "gmf"
+    assert (folder / "best_model.pt").is_file() and summary.best_epoch == 0
+    assert summary.statuses["cut by the time budget"] == 1 and 0 < summary.val_hr <= 1
+    (row,) = list(csv.DictReader((folder / "trials.csv").open()))
+    assert row["status"] == "cut by the time budget"
+    assert os.environ.get("NCF_TUNE_COMPILE") is None  # nothing leaked into this process

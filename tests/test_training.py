@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ncf_tune import checkpoint, data, mf_sgd, models, training
+from ncf_tune import checkpoint, data, mf_sgd, models, sampling, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 
@@ -253,3 +253,23 @@ def test_a_large_epoch_reports_in_parts_deterministically_and_resumes_mid_epoch(
                                                             range(3, parts + 1)]
     b = resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("parts", [False, True], ids=["epoch whole", "epoch in parts"])
+def test_a_run_past_its_cut_reports_what_it_has_and_stops(ratings_file, monkeypatch, parts):
+    monkeypatch.setenv("NCF_TUNE_COMPILE", "off")  # short: not worth compiling
+    if parts:
+        monkeypatch.setenv("NCF_TUNE_REPORT_POSITIVES", "400")
+    split = tiny_split(ratings_file)
+    seen = []
+    # A cut already due: the run trains its first CUT_CHECK_STEPS batches, then reports.
+    cut = training.Cut(at=0.0, eval_rows=len(split.validation) * 100)
+    result = training.fit(CFG.replace(batch_size=8), split, cut=cut,
+                          on_epoch=lambda r, s: seen.append((r, s.epoch, s.part)))
+    assert len(seen) == 1 == len(result.history)
+    res, epoch, part = seen[0]
+    lo, hi = sampling.plan(len(split.train_users), 4).chunk_bounds(0)  # the first chunk
+    steps = math.ceil((hi - lo) * 5 / 8)
+    assert res.cut == pytest.approx(training.CUT_CHECK_STEPS / steps)
+    assert 0 < res.progress < 1 and res.completed == 0 and (epoch, part) == (0, 0)
+    assert math.isfinite(res.loss) and 0 <= res.hr <= 1
