@@ -20,6 +20,7 @@ about 70% of a node's memory as that resource). Measured: benchmarks/scale.py.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ray
@@ -37,7 +38,9 @@ ROW_BYTES = 64  # int64 ids and labels (20 B), shuffled (20 B), order (8 B), dra
 def largest_config(stage: spaces.Stage, param_space: dict[str, Any]) -> TrainConfig:
     """The config of the stage's space that takes the most memory: most factors, widest
     tower, most negatives; `param_space`'s fixed values (a NeuMF's sizes) as they are."""
-    values = {k: v for k, v in param_space.items() if not k.startswith("pretrain_")}
+    # A trial's own keys (trainable.REPORT_BY) and the pretrained files are no shape.
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"pretrain_gmf", "pretrain_mlp"}
+    values = {k: v for k, v in param_space.items() if k in known}
     for name, p in stage.params.items():
         options = spaces.extremes(p)
         if not options:

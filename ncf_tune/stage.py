@@ -37,6 +37,9 @@ from ncf_tune.models import NAMES
 from ncf_tune.trainable import REPORT_BY, train_ncf
 
 BUDGET_SLACK_S = 2.0  # a stage that ran this close to its time budget was ended by it
+# What a trial cut at the budget's end (trainable.REPORT_BY) keeps for its checkpoint and
+# report after validating: at most this, or 5% of a short stage's budget.
+REPORT_MARGIN_S = 10.0
 
 
 class SearchInterrupted(Interrupted):
@@ -76,7 +79,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     tune_dir = ncf_storage.join(trials_root, "tune")
     param_space = {**stage.fixed_space(), **stage_config(stage, upstream)}
     if budget_s is not None:  # trials short of a report at the end report what they have
-        param_space[REPORT_BY] = time.time() + budget_s - BUDGET_SLACK_S
+        param_space[REPORT_BY] = time.time() + budget_s - BUDGET_SLACK_S - min(
+            REPORT_MARGIN_S, 0.05 * budget_s)
     resources = {"cpu": stage.cpu, "gpu": stage.gpu}
     memory = ncf_memory.stage_request(stage, param_space, split, ncf_memory.node_memory())
     if memory is not None:  # no more trials on a node than its memory holds (memory.py)

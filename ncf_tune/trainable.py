@@ -21,8 +21,9 @@ A stage with a time budget puts its end in every trial's config (REPORT_BY, a
 `time.time()`): a trial that has not reported yet when that comes near scores what it
 has, reports it with `cut` set and ends (training.Cut), so a stage whose reports all
 take longer than its budget still hands on a model (one that has reported is left to
-the budget, as before); a trial started too late to train anything ends at once,
-reporting nothing.
+the budget, as before). One started after that trains its first few batches
+(training.CUT_CHECK_STEPS) and reports them: a trial that ends without a report is an
+error to ASHA.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from ncf_tune import checkpoint, eval_sample, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import Split
 
-REPORT_BY = "report_by"  # config key: when the stage's time budget ends (stage.py)
+REPORT_BY = "report_by"  # config key: when validation must start at the latest (stage.py)
 STALE_S = 60.0  # a REPORT_BY this far past is an earlier run's (a resumed search): ignored
 
 
@@ -52,8 +53,6 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
     cfg = TrainConfig.from_dict({k: v for k, v in config.items()
                                  if "@" not in k and k != REPORT_BY}, where="trial config")
     cut = None if tune.get_checkpoint() is not None else _cut(config.get(REPORT_BY), data)
-    if cut is not None and time.time() + training.Cut.MARGIN_S >= cut.at:
-        return  # the stage's time is up: nothing could be trained and reported in time
     # Ray gives each trial its CPUs (and, with gpu > 0, sets CUDA_VISIBLE_DEVICES to its
     # GPU): use that many torch threads, and the GPU when there is one.
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)

@@ -125,18 +125,18 @@ class Cut:
     and ends, so that a stage whose every report takes longer than its budget still
     hands on a partly trained model instead of nothing.
 
-    at: the `time.time()` to have reported by. eval_rows: the (user, item) pairs a
+    at: the `time.time()` by which validation must start (the caller leaves room after
+    it for the checkpoint and the report). eval_rows: the (user, item) pairs a
     validation scores; their time is guessed from the training steps' (a forward pass
-    is about a third of a step) plus MARGIN_S for the checkpoint and the report."""
+    is about a third of a step)."""
 
     at: float
     eval_rows: int
     hit: float | None = None  # the share of the rows in hand trained when it was cut
-    MARGIN_S = 10.0
 
     def due(self, rows_done: int, seconds: float) -> bool:
         per_row = seconds / max(rows_done, 1)
-        return time.time() + self.MARGIN_S + self.eval_rows * per_row / 3 >= self.at
+        return time.time() + self.eval_rows * per_row / 3 >= self.at
 
 
 @dataclass

@@ -116,3 +116,26 @@ searcher: {{points_to_evaluate: [{{batch_size: 1}}]}}
     (row,) = list(csv.DictReader((folder / "trials.csv").open()))
     assert row["status"] == "cut by the time budget"
     assert os.environ.get("NCF_TUNE_COMPILE") is None  # nothing leaked into this process
+
+
+def test_a_trial_asks_for_the_memory_of_the_stages_largest_config(tmp_path, ratings_file):
+    from ncf_tune import memory, sampling, spaces
+
+    space = tmp_path / "gmf.yaml"
+    space.write_text(f"model: gmf\ndata: {ratings_file}\nparams:\n"
+                     "  factors: {choice: [8, 64]}\n  num_negatives: {randint: [2, 9]}\n")
+    (stage,) = spaces.load_chain(space)
+    split = data.prepare(ratings_file, seed=0)
+    param_space = {**stage.fixed_space(), "model": "gmf", "report_by": 1.0}
+    cfg = memory.largest_config(stage, param_space)
+    assert (cfg.factors, cfg.num_negatives) == (64, 8)
+    need = memory.trial_bytes(cfg, split)
+    params = (split.num_users + split.num_items) * 64 + 64 + 1
+    rows = len(split.train_users) * 9
+    assert need == memory.BASE_BYTES + 16 * params + 16 * len(split.train_users) \
+        + memory.ROW_BYTES * rows
+    assert memory.stage_request(stage, param_space, split, 2**40) == need
+    assert memory.stage_request(stage, param_space, split, 1e6) == 1e6  # capped by the node
+    assert memory.stage_request(stage, param_space, split, 0) is None  # no Ray: no request
+    # On large data the rows in hand are a chunk's, whatever the epoch's size.
+    assert sampling.plan(10**8, 8).chunk_bounds(0)[1] * 9 <= sampling.CHUNK_ROWS
