@@ -1,4 +1,5 @@
 """The prepared split on disk, so that the next search on the same data skips parsing.
+(And the loaded interactions, for `recommend`: `load`.)
 
 Preparing ML-20M (parsing 20M lines, splitting, drawing 99 negatives for each of 138k
 users twice) takes a minute and a few GiB; loading the result takes seconds. `prepare`
@@ -84,6 +85,57 @@ def prepare(source: str | os.PathLike, seed: int = 0,
     except OSError:
         pass  # an unwritable cache only costs the next run its preparation
     return split
+
+
+def load(source: str | os.PathLike, min_bytes: int = CACHE_MIN_BYTES) -> data.Interactions:
+    """`data.load(source)`, from the cache when this source was loaded before (the same
+    keying as `prepare`'s, without a seed). What `recommend` reads: every interaction,
+    with the raw ids."""
+    files = source_files(source)
+    if not files or sum(p.stat().st_size for p in files) < min_bytes:
+        return data.load(source)
+    entry = folder() / f"{key(source, -1, files)}-interactions.npz"
+    if entry.is_file():
+        inter = _read_interactions(entry)
+        if inter is not None:
+            return inter
+    inter = data.load(source)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"users": inter.users, "items": inter.items, "timestamps": inter.timestamps,
+                  "raw_users": inter.raw_users, "raw_items": inter.raw_items}
+        if inter.fixed_test is not None:
+            arrays |= {"test_users": inter.fixed_test.users, "test_items": inter.fixed_test.items,
+                       "test_negatives": inter.fixed_test.negatives}
+        meta = {"format": FORMAT, "name": inter.name, "source": inter.source,
+                "num_users": inter.num_users, "num_items": inter.num_items,
+                "notes": list(inter.notes), "fingerprint": inter.fingerprint}
+        with atomic_path(entry) as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    except OSError:
+        pass  # an unwritable cache only costs the next run its parsing
+    return inter
+
+
+def _read_interactions(path: Path) -> data.Interactions | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != FORMAT:
+                return None
+            a = {k: z[k] for k in z.files if k != "meta"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+    fixed = None
+    if "test_users" in a:
+        fixed = data.FixedTest(a["test_users"], a["test_items"], a["test_negatives"])
+    inter = data.Interactions(
+        name=meta["name"], source=meta["source"], users=a["users"], items=a["items"],
+        timestamps=a["timestamps"], num_users=meta["num_users"],
+        num_items=meta["num_items"], raw_users=a["raw_users"], raw_items=a["raw_items"],
+        fixed_test=fixed, notes=tuple(meta["notes"]))
+    inter.__dict__["fingerprint"] = meta["fingerprint"]  # its cached_property, known
+    return inter
 
 
 def _write(path: Path, split: data.Split) -> None:

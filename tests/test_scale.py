@@ -139,3 +139,21 @@ def test_a_trial_asks_for_the_memory_of_the_stages_largest_config(tmp_path, rati
     assert memory.stage_request(stage, param_space, split, 0) is None  # no Ray: no request
     # On large data the rows in hand are a chunk's, whatever the epoch's size.
     assert sampling.plan(10**8, 8).chunk_bounds(0)[1] * 9 <= sampling.CHUNK_ROWS
+
+
+def test_loaded_interactions_are_cached_with_their_fingerprint(ratings_file, tmp_path,
+                                                                monkeypatch):
+    import numpy as np
+
+    from ncf_tune import cache
+
+    monkeypatch.setenv("NCF_TUNE_CACHE", str(tmp_path / "cache"))
+    fresh = data.load(ratings_file)
+    first = cache.load(ratings_file, min_bytes=0)
+    again = cache.load(ratings_file, min_bytes=0)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    for inter in (first, again):
+        assert inter.fingerprint == fresh.fingerprint and inter.source == fresh.source
+        assert np.array_equal(inter.users, fresh.users)
+        assert np.array_equal(inter.raw_items, fresh.raw_items)
+    assert again.__dict__["fingerprint"] == fresh.fingerprint  # read, not recomputed
