@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncf_tune import budget as ncf_budget
-from ncf_tune import cache, cluster, data, results, spaces
+from ncf_tune import cache, cluster, data, eval_sample, results, sampling, spaces
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.files import read_yaml_mapping, write_text_atomic, write_yaml_atomic
@@ -76,6 +76,9 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
               f"{len(split.train_users)} train positives ({time.perf_counter() - t:.1f} s)")
         for note in split.notes:
             print(f"data: {note}")
+        if len(split.validation) > eval_sample.VALIDATION_USERS:  # large data (USAGE.md)
+            print(f"data: {eval_sample.describe(len(split.validation))}; "
+                  f"{sampling.reports_per_epoch(len(split.train_users))} reports an epoch")
         if budget is not None:
             epochs = ncf_budget.check(budget, chain, split)
             print(f"time budget {budget.text}: {budget.left():.0f} s left, shared over "

@@ -137,7 +137,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         summary = results.StageSummary(
             stage=stage.name, model=stage.model, key=key, data=stage.data,
             data_fingerprint=split.fingerprint, metric=stage.metric,
-            winner_trial=best_row.trial_id, best_epoch=int(best_row.best_epoch or 0),
+            winner_trial=best_row.trial_id, best_epoch=_epoch(best_row.best_epoch or 0),
             val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
             test_hr=test_hr, test_ndcg=test_ndcg, test_full_hr=full_hr,
             test_full_ndcg=full_ndcg, eval=stage.eval, trials=len(rows), statuses=statuses,
@@ -157,6 +157,10 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         )
         results.write_stage(exp_dir, summary, rows, [path for path, _, _ in tops])
     marker.unlink(missing_ok=True)
+    if best_row.status == "cut by the time budget" and isinstance(summary.best_epoch, float):
+        print(f"[{stage.name}] the time budget ended the stage before its winner's next "
+              f"report: it is a partly trained model, scored at the cut (epoch "
+              f"{summary.best_epoch})")
     print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
           f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
           f"NDCG@10 {test_ndcg:.4f} (full ranking {full_hr:.4f} / {full_ndcg:.4f}) | "
@@ -244,6 +248,13 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
     )
 
 
+def _epoch(value: float) -> int | float:
+    """A reported epoch: whole, or fractional (2.3333) where a trial reported mid-epoch
+    (large data) or was cut by the time budget."""
+    value = float(value)
+    return int(value) if value.is_integer() else round(value, 4)
+
+
 def _any_cut(grid: Any) -> bool:
     """Whether a trial reported at the time budget's cut (trainable.REPORT_BY)."""
     for res in grid:
@@ -290,7 +301,7 @@ def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
         clean = df[~df["diverged"].astype(bool)].iloc[::-1]
         if not clean.empty:
             top = clean.loc[clean[stage.metric].idxmax()]
-            row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
+            row.best_epoch, row.val_hr, row.val_ndcg = _epoch(top["epoch"]), float(top["hr"]), \
                 float(top["ndcg"])
             # A trial the time budget stopped while it reported can have figures and no
             # checkpoint (Tune raises for those): it is listed, not ranked.
