@@ -252,7 +252,9 @@ def _epoch(value: float) -> int | float:
     """A reported epoch: whole, or fractional (2.3333) where a trial reported mid-epoch
     (large data) or was cut by the time budget."""
     value = float(value)
-    return int(value) if value.is_integer() else round(value, 4)
+    if value.is_integer():
+        return int(value)
+    return round(value, 4) if round(value, 4) % 1 else float(f"{value:.3g}")
 
 
 def _any_cut(grid: Any) -> bool:

@@ -75,7 +75,7 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
             best["best_hr"] = max(best["best_hr"], res.hr)
             best["best_ndcg"] = max(best["best_ndcg"], res.ndcg)
         metrics = {"epoch": res.epoch if res.parts == 1 and res.cut is None
-                   else round(res.progress, 4),
+                   else float(f"{res.progress:.6g}"),  # 6 digits: a cut can be early
                    "evaluations": offset + max(0, (res.epoch - 1) * res.parts + res.part),
                    "loss": res.loss,
                    "hr": res.hr, "ndcg": res.ndcg, **best, "seconds": res.seconds,
