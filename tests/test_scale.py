@@ -158,3 +158,53 @@ def test_loaded_interactions_are_cached_with_their_fingerprint(ratings_file, tmp
         assert np.array_equal(inter.users, fresh.users)
         assert np.array_equal(inter.raw_items, fresh.raw_items)
     assert again.__dict__["fingerprint"] == fresh.fingerprint  # read, not recomputed
+
+
+def test_a_search_on_large_data_reports_in_parts_and_asha_counts_them(tmp_path, monkeypatch):
+    # A small split made "large": 200 positives a report, several reports an epoch.
+    import csv
+    from pathlib import Path
+
+    import ray
+    import yaml
+    from conftest import make_ratings, write_dat
+
+    from ncf_tune import sampling, search
+
+    monkeypatch.setenv("NCF_TUNE_REPORT_POSITIVES", "200")
+    repo = Path(__file__).resolve().parent.parent
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=80, num_items=120))
+    space = tmp_path / "gmf.yaml"
+    space.write_text(f"""
+model: gmf
+data: {ratings}
+params:
+  factors: {{choice: [4, 8]}}
+  lr: {{loguniform: [1.0e-3, 5.0e-2]}}
+  batch_size: 64
+num_samples: 3
+max_epochs: 2
+scheduler: {{grace_period: 2, reduction_factor: 2}}
+""")
+    parts = sampling.reports_per_epoch(len(data.prepare(ratings).train_users))
+    assert parts >= 3
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(repo), "NCF_TUNE_COMPILE": "off",
+                                       "NCF_TUNE_REPORT_POSITIVES": "200"}})
+    try:
+        (summary,) = search.run_chain(space, results_dir=tmp_path / "r", experiment="e")
+    finally:
+        ray.shutdown()
+    folder = tmp_path / "r" / "e" / "gmf"
+    progress = []
+    for path in (folder / "tune").glob("*/progress.csv"):
+        progress.append(list(csv.DictReader(path.open())))
+    assert len(progress) == 3
+    longest = max(progress, key=len)
+    # Every report counts as an evaluation; epochs are fractional between whole ones.
+    assert [int(r["evaluations"]) for r in longest] == list(range(1, len(longest) + 1))
+    assert len(longest) == 2 * parts  # ASHA's max_t: 2 epochs of reports, not 2 reports
+    assert float(longest[0]["epoch"]) == 1 / parts and float(longest[-1]["epoch"]) == 2
+    best = yaml.safe_load((folder / "best_config.yaml").read_text())
+    assert isinstance(best["epochs"], int) and 1 <= best["epochs"] <= 2
+    assert 0 < summary.best_epoch <= 2 and summary.trials == 3
