@@ -28,7 +28,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import data, figures, results, sampling, spaces, training
+from ncf_tune import cost, data, figures, results, sampling, spaces, training
 from ncf_tune import memory as ncf_memory
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
@@ -107,8 +107,14 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
               f"trial{budget}" + _built_from(upstream, stage))
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"key": key, "budget_s": budget_s}) + "\n")
+        points = None
+        if budget_s is not None:  # recipes whose first report cannot fit are not started
+            kept, dropped = cost.fitting_points(stage, param_space, split, budget_s)
+            for line in dropped:
+                print(line)
+            points = [stage.optuna_points()[i] for i in kept]
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, printer, budget_s,
-                           sampling.reports_per_epoch(len(split.train_users)))
+                           sampling.reports_per_epoch(len(split.train_users)), points)
     with _quiet_unstarted_trials():
         grid = tuner.fit()
     elapsed = time.perf_counter() - started
@@ -197,8 +203,8 @@ def _quiet_unstarted_trials() -> Iterator[None]:
         log.setLevel(level)
 
 
-def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | None = None
-                  ) -> OptunaSearch:
+def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | None = None,
+                  points: list[dict[str, Any]] | None = None) -> OptunaSearch:
     """The stage's searcher: OptunaSearch over its space (define-by-run, so conditional
     parameters work), told each trial's best-so-far score (`best_<metric>`), its recipes
     first. The sampler is TPE with the constant liar: a trial still running counts as a
@@ -210,16 +216,19 @@ def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | No
                                              n_startup_trials=stage.searcher.n_startup_trials,
                                              constant_liar=True)
     return OptunaSearch(space=stage.define_by_run, metric=f"best_{stage.metric}", mode="max",
-                        sampler=sampler, points_to_evaluate=stage.optuna_points() or None)
+                        sampler=sampler,
+                        points_to_evaluate=(stage.optuna_points() if points is None
+                                            else points) or None)
 
 
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
-               printer: tune.Callback, budget_s: float | None, per_epoch: int = 1
-               ) -> tune.Tuner:
+               printer: tune.Callback, budget_s: float | None, per_epoch: int = 1,
+               points: list[dict[str, Any]] | None = None) -> tune.Tuner:
     """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
     folder/tune (a local folder or a storage URI). per_epoch: reports an epoch (more
-    than 1 on large data, sampling.reports_per_epoch); rungs count reports."""
-    searcher = make_searcher(stage)
+    than 1 on large data, sampling.reports_per_epoch); rungs count reports. points: the
+    recipes to start with (default: all the stage's; cost.py drops some)."""
+    searcher = make_searcher(stage, points=points)
     offset = 1 if stage.starts_pretrained else 0  # epoch 0 is a rung too (trainable.py)
     if stage.scheduler.type == "asha":
         max_t = stage.max_epochs * per_epoch + offset

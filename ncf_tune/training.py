@@ -128,14 +128,19 @@ class Cut:
     at: the `time.time()` by which validation must start (the caller leaves room after
     it for the checkpoint and the report). eval_rows: the (user, item) pairs a
     validation scores; their time is guessed from the training steps' (a forward pass
-    is about a third of a step)."""
+    is about a third of a step; a step of fewer than MIN_BATCH rows is counted as one of
+    MIN_BATCH, as its time is mostly overhead that validation's large chunks do not pay
+    per pair)."""
 
     at: float
     eval_rows: int
     hit: float | None = None  # the share of the rows in hand trained when it was cut
 
-    def due(self, rows_done: int, seconds: float) -> bool:
-        per_row = seconds / max(rows_done, 1)
+    MIN_BATCH = 1024
+
+    def due(self, steps: int, seconds: float, batch_size: int) -> bool:
+        """Whether to stop now, after `steps` steps of `batch_size` rows in `seconds`."""
+        per_row = seconds / max(steps * max(batch_size, self.MIN_BATCH), 1)
         return time.time() + self.eval_rows * per_row / 3 >= self.at
 
 
@@ -346,7 +351,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     began = time.perf_counter()
     for step in range(steps):
         if cut is not None and step and step % CUT_CHECK_STEPS == 0 \
-                and cut.due(step * cfg.batch_size, time.perf_counter() - began):
+                and cut.due(step, time.perf_counter() - began, cfg.batch_size):
             cut.hit = step / steps
             return (total / (step * cfg.batch_size)).item()
         if scheduled:

@@ -74,10 +74,11 @@ def test_the_prepared_split_is_cached_by_content_and_seed(ratings_file, tmp_path
     assert cache.prepare(ratings_file, 0, min_bytes=0).fingerprint == fresh.fingerprint
 
 
-def test_a_stage_whose_first_report_outlasts_its_budget_still_hands_on_a_model(tmp_path):
+def test_a_stage_whose_first_report_outlasts_its_budget_still_hands_on_a_model(tmp_path,
+                                                                              monkeypatch):
     # The stage's cheapest config (batch 4096) fits its share, so the budget is accepted;
     # its one trial starts with a recipe (batch 1, 16 negatives) whose first epoch takes
-    # longer than the whole budget (430k steps of one row: over a minute on any CPU). The
+    # longer than the whole budget (430k steps of one row: minutes on any CPU). The
     # trial reports what it has at the cut.
     import csv
     import os
@@ -86,8 +87,9 @@ def test_a_stage_whose_first_report_outlasts_its_budget_still_hands_on_a_model(t
     import ray
     from conftest import make_ratings, write_dat
 
-    from ncf_tune import search
+    from ncf_tune import cost, search
 
+    monkeypatch.setattr(cost, "SLACK", float("inf"))  # start the recipe whatever it costs
     repo = Path(__file__).resolve().parent.parent
     ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=1500, num_items=300))
     space = tmp_path / "gmf.yaml"
@@ -101,7 +103,7 @@ params:
   lr: 0.001
 num_samples: 1
 max_epochs: 5
-time_budget: 60s
+time_budget: 90s
 searcher: {{points_to_evaluate: [{{batch_size: 1}}]}}
 """)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
@@ -208,3 +210,30 @@ scheduler: {{grace_period: 2, reduction_factor: 2}}
     best = yaml.safe_load((folder / "best_config.yaml").read_text())
     assert isinstance(best["epochs"], int) and 1 <= best["epochs"] <= 2
     assert 0 < summary.best_epoch <= 2 and summary.trials == 3
+
+
+def test_a_recipe_whose_first_report_cannot_fit_the_budget_is_not_started(tmp_path):
+    from conftest import make_ratings, write_dat
+
+    from ncf_tune import cost, spaces
+
+    ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=1500, num_items=300))
+    space = tmp_path / "gmf.yaml"
+    space.write_text(f"""
+model: gmf
+data: {ratings}
+params:
+  factors: 8
+  num_negatives: 16
+  batch_size: {{choice: [1, 4096]}}
+searcher: {{points_to_evaluate: [{{batch_size: 1}}, {{batch_size: 4096}}]}}
+""")
+    (stage,) = spaces.load_chain(space)
+    split = data.prepare(ratings)
+    # batch 1: 430k one-row steps before the first report, against a 5 s budget
+    kept, dropped = cost.fitting_points(stage, {**stage.fixed_space(), "model": "gmf"},
+                                        split, budget_s=5.0)
+    assert kept == [1] and len(dropped) == 1
+    assert dropped[0].startswith("[gmf] recipe batch_size=1 not started: its first report "
+                                 "takes about ") and dropped[0].endswith("the stage has 5 s")
+    assert cost.fitting_points(stage, {}, split, budget_s=1e6) == ([0, 1], [])
