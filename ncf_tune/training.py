@@ -194,7 +194,7 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
     it, on an epoch whose loss is NaN or inf (`FitResult.diverged`).
 
     cut: a time by which to have reported; a run short of a report then reports what it
-    has and stops (`Cut`; `FitResult.cut`).
+    has and stops (`Cut`; the last `EpochResult.cut` says how far it got).
 
     A NeuMF built from pretrained GMF and MLP weights (`cfg.starts_pretrained`) is scored
     before it trains, as epoch 0: fine-tuning can make it worse (on the paper's ML-1M
@@ -266,7 +266,8 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
 
 def _fit_parts(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: NegativeSampler,
                validation: Callable[[nn.Module], tuple[float, float]], cfg: TrainConfig,
-               data: Split, device: torch.device, epoch: int, cut: EpochPlan, first_part: int,
+               data: Split, device: torch.device, epoch: int, cut_plan: EpochPlan,
+               first_part: int,
                result: FitResult, on_epoch: EpochCallback | None,
                deadline: Cut | None = None) -> bool:
     """Epoch `epoch` (0-based) of a large split, part by part from `first_part`: each
@@ -275,26 +276,26 @@ def _fit_parts(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: Nega
     gen = torch.Generator(device=device).manual_seed(chunk_seed(cfg.seed, epoch))
     order = sampler.permutation(gen)
     # Compiled steps when the whole run pays for them, as for an epoch drawn whole.
-    run_steps = cfg.epochs * (cut.positives * (1 + cfg.num_negatives) // cfg.batch_size)
-    for part in range(first_part, cut.parts):
+    run_steps = cfg.epochs * (cut_plan.positives * (1 + cfg.num_negatives) // cfg.batch_size)
+    for part in range(first_part, cut_plan.parts):
         t0 = time.perf_counter()
         sample_s, total, rows = 0.0, 0.0, 0
-        for chunk in cut.chunks_of(part):
+        for chunk in cut_plan.chunks_of(part):
             seed = chunk_seed(cfg.seed, epoch, chunk)
             gen = torch.Generator(device=device).manual_seed(seed)
             torch.manual_seed(seed)  # dropout masks
-            lo, hi = cut.chunk_bounds(chunk)
+            lo, hi = cut_plan.chunk_bounds(chunk)
             ts = time.perf_counter()
             chunk_rows = sampler.chunk(order[lo:hi], cfg.num_negatives, gen)
             sample_s += time.perf_counter() - ts
             loss = train_epoch(model, optimizer, chunk_rows, cfg, epoch, gen,
-                               start=lo / cut.positives, span=(hi - lo) / cut.positives,
+                               start=lo / cut_plan.positives, span=(hi - lo) / cut_plan.positives,
                                run_steps=run_steps, cut=deadline)
             trained = len(chunk_rows)
             if deadline is not None and deadline.hit is not None:
                 trained = round(trained * deadline.hit)
-                per = cut.chunks // cut.parts
-                deadline.hit = (chunk - cut.chunks_of(part).start + deadline.hit) / per
+                per = cut_plan.chunks // cut_plan.parts
+                deadline.hit = (chunk - cut_plan.chunks_of(part).start + deadline.hit) / per
             total += loss * trained
             rows += trained
             del chunk_rows
@@ -305,10 +306,10 @@ def _fit_parts(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: Nega
         t3 = time.perf_counter()
         hit = None if deadline is None else deadline.hit
         res = EpochResult(epoch + 1, total / max(rows, 1), hr, ndcg, t3 - t0, sample_s,
-                          t2 - t0 - sample_s, t3 - t2, part=part + 1, parts=cut.parts, cut=hit)
+                          t2 - t0 - sample_s, t3 - t2, part=part + 1, parts=cut_plan.parts, cut=hit)
         result.history.append(res)
         if on_epoch is not None:
-            done = part + 1 == cut.parts and hit is None
+            done = part + 1 == cut_plan.parts and hit is None
             whole_parts = part if hit is not None else part + 1
             on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1 if done else epoch,
                                      data.num_users, data.num_items, data.ids,
