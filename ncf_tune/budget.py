@@ -49,13 +49,13 @@ from typing import Any, ClassVar
 import torch
 from ray.tune.stopper import TimeoutStopper
 
-from ncf_tune import ranking, spaces, training
+from ncf_tune import eval_sample, ranking, sampling, spaces, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import Split
 from ncf_tune.durations import parse_duration
 from ncf_tune.errors import NcfError
 from ncf_tune.models import build
-from ncf_tune.sampling import EpochData, NegativeSampler
+from ncf_tune.sampling import EpochData, NegativeSampler, reports_per_epoch
 
 # Per stage, what its time budget does not cover: stopping trials and syncing their
 # last checkpoints, copying the winners, scoring the test set, writing the results.
@@ -180,6 +180,10 @@ def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, 
     (kept in `budget.epochs`)."""
     left = budget.left() - STARTUP_S
     epochs = {s.name: epoch_seconds(s, split) for s in chain}
+    # On large data a trial reports (and can be the stage's winner) after a part of an
+    # epoch: that is what a stage's share must hold.
+    parts = reports_per_epoch(len(split.train_users))
+    epochs = {k: v if parts == 1 else v / parts for k, v in epochs.items()}
     budget.epochs.update(epochs)
     for i, stage in enumerate(chain):
         share = budget.stage_seconds(stage, chain[i:], left)
@@ -199,32 +203,40 @@ def check(budget: Budget, chain: list[spaces.Stage], split: Split) -> dict[str, 
 def epoch_seconds(stage: spaces.Stage, split: Split, probe_batches: int = 4) -> float:
     """Seconds of one epoch (training and validation) of the stage's cheapest config,
     timed on `probe_batches` batches with the trial's thread count. A NeuMF built from
-    pretrained stages may end after its untrained mix is scored: one evaluation."""
+    pretrained stages may end after its untrained mix is scored: one evaluation. On
+    large data an epoch's sampling is timed on its first chunk, validation on its
+    sample of users, once per report (training.py), so the estimate's memory is a
+    chunk's, not an epoch's."""
     cfg = cheapest_config(stage)
     model = _fresh_model(cfg, split)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, math.ceil(stage.cpu)))
     try:
         t0 = time.perf_counter()
-        training.evaluate(model, split.validation)
+        training.evaluate(model, eval_sample.user_sample(
+            split.validation, eval_sample.VALIDATION_USERS, split.seed))
         evaluate_s = time.perf_counter() - t0
         if stage.starts_pretrained:
             return evaluate_s
         gen = torch.Generator().manual_seed(0)
         sampler = NegativeSampler(split.train_users, split.train_items, split.num_items, "cpu")
+        cut = sampling.plan(len(split.train_users), cfg.num_negatives)
+        lo, hi = cut.chunk_bounds(0)
         t0 = time.perf_counter()
-        rows = sampler.epoch(cfg.num_negatives, gen)
-        sample_s = time.perf_counter() - t0
+        rows = sampler.chunk(torch.arange(lo, hi), cfg.num_negatives, gen)
+        sample_s = (time.perf_counter() - t0) * cut.chunks
+        epoch_rows = len(split.train_users) * (1 + cfg.num_negatives)
         n = min(len(rows), probe_batches * cfg.batch_size)
         probe = EpochData(rows.users[:n], rows.items[:n], rows.labels[:n])
+        del rows
         optimizer = training.build_optimizer(model, cfg)
         training.train_epoch(model, optimizer, probe, cfg, 0, gen)  # warm-up
         t0 = time.perf_counter()
         training.train_epoch(model, optimizer, probe, cfg, 0, gen)
-        train_s = (time.perf_counter() - t0) * len(rows) / n
+        train_s = (time.perf_counter() - t0) * epoch_rows / n
     finally:
         torch.set_num_threads(threads)
-    return sample_s + train_s + evaluate_s
+    return sample_s + train_s + evaluate_s * cut.parts
 
 
 def finish_seconds(cfg: TrainConfig, split: Split, probe_users: int = 256) -> float:
@@ -245,8 +257,10 @@ def finish_seconds(cfg: TrainConfig, split: Split, probe_users: int = 256) -> fl
     t0 = time.perf_counter()
     for _ in ranking.chunks(model, users[:n], split.num_items):
         pass
-    full_s = (time.perf_counter() - t0) * len(users) / n
-    sampled_s = full_s * split.test.candidates.shape[1] / split.num_items
+    per_user = (time.perf_counter() - t0) / n
+    # Full ranking scores a bounded sample of users (eval_sample.py); sampled, every one.
+    full_s = per_user * min(len(users), eval_sample.FULL_RANKING_USERS)
+    sampled_s = per_user * len(users) * split.test.candidates.shape[1] / split.num_items
     return full_s + sampled_s + FINISH_FIXED_S
 
 

@@ -16,7 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ncf_tune import budget as ncf_budget
-from ncf_tune import cluster, compare, data, placement, results, spaces
+from ncf_tune import (
+    cache,
+    cluster,
+    compare,
+    data,
+    eval_sample,
+    placement,
+    results,
+    sampling,
+    spaces,
+)
 from ncf_tune import storage as ncf_storage
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
@@ -82,11 +92,14 @@ def run_chain(space: str | os.PathLike, *, data_source: str | None = None,
     shared = ncf_storage.join(storage, name) if storage else None
     with cluster.experiment_lock(exp_dir):
         t = time.perf_counter()
-        split = data.prepare(last.data, seed=last.seed)
+        split = cache.prepare(last.data, seed=last.seed)  # parsed once per file and seed
         print(f"data: {last.data}: {split.num_users} users, {split.num_items} items, "
               f"{len(split.train_users)} train positives ({time.perf_counter() - t:.1f} s)")
         for note in split.notes:
             print(f"data: {note}")
+        if len(split.validation) > eval_sample.VALIDATION_USERS:  # large data (USAGE.md)
+            print(f"data: {eval_sample.describe(len(split.validation))}; "
+                  f"{sampling.reports_per_epoch(len(split.train_users))} reports an epoch")
         if budget is not None:
             epochs = ncf_budget.check(budget, chain, split)
             print(f"time budget {budget.text}: {budget.left():.0f} s left, shared over "

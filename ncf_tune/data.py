@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -161,8 +162,33 @@ class Interactions:
                 np.concatenate([self.items, self.fixed_test.items]))
 
 
+class SharedArrays:
+    """Pickled with its CPU tensors as numpy arrays, and rebuilt around them without a
+    copy. Ray's object store keeps numpy arrays out of band and hands every process of a
+    node a read-only view of the same memory: a Split sent to the trials once
+    (`tune.with_parameters`) is then one copy a node, not one a trial. (Pickled tensors
+    would be copied into each trial.) The tensors must then be read, never written in
+    place; nothing here writes them."""
+
+    def __reduce__(self) -> tuple:
+        fields = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+                value = value.numpy()
+            fields[f.name] = value
+        return _rebuild, (type(self), fields)
+
+
+def _rebuild(cls: type, fields: dict) -> object:
+    with warnings.catch_warnings():  # a read-only view of shared memory (see SharedArrays)
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return cls(**{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                      for k, v in fields.items()})
+
+
 @dataclass(frozen=True)
-class IdMap:
+class IdMap(SharedArrays):
     """Which data a model was trained on, and the raw id of each of its rows: what a
     checkpoint carries so that a model can be used on the data's own ids."""
 
@@ -466,7 +492,7 @@ def _isin_sorted(queries: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class EvalSet:
+class EvalSet(SharedArrays):
     """Users to evaluate and, per user, the items to rank."""
 
     users: torch.Tensor  # [n] int64
@@ -477,7 +503,7 @@ class EvalSet:
 
 
 @dataclass(frozen=True)
-class Split:
+class Split(SharedArrays):
     """Everything training and evaluation need, as CPU tensors."""
 
     name: str

@@ -26,6 +26,7 @@ from torch import nn
 
 from ncf_tune import metrics
 from ncf_tune.data import Split
+from ncf_tune.eval_sample import user_sample
 from ncf_tune.models import pair_width
 
 
@@ -99,14 +100,17 @@ def top_k(model: nn.Module, users: torch.Tensor, num_items: int, k: int,
 class FullRanking:
     """Full-ranking HR@k / NDCG@k of a split's validation or test users (see the module
     docstring for which items each is ranked against). Built once, on `device`; call it
-    with a model for each evaluation."""
+    with a model for each evaluation. max_users: on more users than that, a seeded
+    sample of that many (eval_sample.py); None: every user."""
 
     def __init__(self, split: Split, which: str = "validation",
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", max_users: int | None = None) -> None:
         if which not in ("validation", "test"):
             raise ValueError(f"which={which!r}: 'validation' or 'test'")
         held, other = ((split.validation, split.test) if which == "validation"
                        else (split.test, split.validation))
+        if max_users is not None:
+            held = user_sample(held, max_users, split.seed)
         self.num_items = split.num_items
         self.users = held.users.to(device)
         self.positives = held.candidates[:, 0].to(device)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ncf_tune import checkpoint, data, ranking, titles, training
+from ncf_tune import cache, checkpoint, data, ranking, titles, training
 from ncf_tune.cli import Parser, guarded, positive_int
 from ncf_tune.errors import NcfError
 from ncf_tune.files import write_text_atomic
@@ -119,7 +119,7 @@ def load_for_recommending(model_path: str, source: str | None
                        "rows cannot be mapped back to users and items; retrain it (or rerun "
                        "the search) with this version of ncf_tune")
     try:
-        inter = data.load(source or ck.ids.source)
+        inter = cache.load(source or ck.ids.source)  # parsed once per file (cache.py)
     except NcfError as exc:
         if source is not None:
             raise

@@ -29,13 +29,19 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ncf_tune import budget as ncf_budget
 from ncf_tune import checkpoint as ckpt
-from ncf_tune import cluster, data, figures, mixes, results, spaces, training
+from ncf_tune import cluster, cost, data, figures, mixes, results, sampling, spaces, training
+from ncf_tune import memory as ncf_memory
 from ncf_tune import storage as ncf_storage
 from ncf_tune.console import TrialPrinter
 from ncf_tune.errors import Interrupted, NcfError
 from ncf_tune.files import disk_error, is_disk_error, write_problem, write_text_atomic
 from ncf_tune.models import NAMES
-from ncf_tune.trainable import train_ncf
+from ncf_tune.trainable import REPORT_BY, train_ncf
+
+# What a trial cut at the budget's end (trainable.REPORT_BY) keeps for its checkpoint and
+# report after validating: at most this, or 5% of a short stage's budget.
+REPORT_MARGIN_S = 10.0
+BUDGET_SLACK_S = 2.0  # and before the stage's clock stops it, for Tune's own bookkeeping
 
 
 class SearchInterrupted(Interrupted):
@@ -80,8 +86,14 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
     trials_root = ncf_storage.join(shared, stage.name) if shared else str(folder)
     tune_dir = ncf_storage.join(trials_root, "tune")
     param_space = {**stage.fixed_space(), **stage_config(stage, upstream)}
-    trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split),
-                                   {"cpu": stage.cpu, "gpu": stage.gpu})
+    if budget_s is not None:  # trials short of a report at the end report what they have
+        param_space[REPORT_BY] = time.time() + budget_s - BUDGET_SLACK_S - min(
+            REPORT_MARGIN_S, 0.05 * budget_s)
+    resources = {"cpu": stage.cpu, "gpu": stage.gpu}
+    memory = ncf_memory.stage_request(stage, param_space, split, ncf_memory.node_memory())
+    if memory is not None:  # no more trials on a node than its memory holds (memory.py)
+        resources["memory"] = memory
+    trial_fn = tune.with_resources(tune.with_parameters(trainable, data=split), resources)
     printer = TrialPrinter(stage)
     watch = _DiskWatch(folder if shared is None else None)
     started = time.perf_counter()
@@ -121,9 +133,15 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
             stage = mixes.seed_best_alphas(stage, split, param_space)
             if budget_s is not None:  # the scoring came out of the stage's budget
                 tune_budget = max(1.0, budget_s - (time.perf_counter() - started))
+        points = None
+        if tune_budget is not None:  # recipes whose first report cannot fit are not started
+            kept, dropped = cost.fitting_points(stage, param_space, split, tune_budget)
+            for line in dropped:
+                print(line)
+            points = [stage.optuna_points()[i] for i in kept]
         clock = ncf_budget.StageClock(key, tune_budget) if tune_budget is not None else None
         tuner = _new_tuner(stage, trial_fn, param_space, trials_root, [printer, watch],
-                           clock)
+                           clock, sampling.reports_per_epoch(len(split.train_users)), points)
     ncf_budget.StageClock.fired.discard(key)
     try:
         with _quiet_unstarted_trials():
@@ -138,7 +156,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         raise
     if shared is None and (problem := write_problem(folder)) is not None:
         raise disk_error(folder, problem)  # trials failed writing: not a result
-    ended_by_budget = ncf_budget.StageClock.ended(key)
+    ended_by_budget = ncf_budget.StageClock.ended(key) or (budget_s is not None
+                                                           and _any_cut(grid))
     ncf_budget.StageClock.resumed.pop(key, None)
     # A stage with unfinished trials is not a result: nothing is written for it.
     if grid.num_terminated + grid.num_errors < stage.num_samples and not ended_by_budget:
@@ -170,7 +189,7 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         summary = results.StageSummary(
             stage=stage.name, model=stage.model, key=key, data=stage.data,
             data_fingerprint=split.fingerprint, metric=stage.metric,
-            winner_trial=best_row.trial_id, best_epoch=int(best_row.best_epoch or 0),
+            winner_trial=best_row.trial_id, best_epoch=_epoch(best_row.best_epoch or 0),
             val_hr=float(best_row.val_hr or 0), val_ndcg=float(best_row.val_ndcg or 0),
             test_hr=test_hr, test_ndcg=test_ndcg, test_full_hr=full_hr,
             test_full_ndcg=full_ndcg, eval=stage.eval, trials=len(rows), statuses=statuses,
@@ -195,6 +214,10 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
                 raise disk_error(folder, f"cannot write ({exc.strerror})") from None
             raise
     marker.unlink(missing_ok=True)
+    if best_row.status == "cut by the time budget" and isinstance(summary.best_epoch, float):
+        print(f"[{stage.name}] the time budget ended the stage before its winner's next "
+              f"report: it is a partly trained model, scored at the cut (epoch "
+              f"{summary.best_epoch})")
     print(f"[{stage.name}] winner {best_row.trial_id} epoch {summary.best_epoch}: val HR@10 "
           f"{summary.val_hr:.4f} NDCG@10 {summary.val_ndcg:.4f} | test HR@10 {test_hr:.4f} "
           f"NDCG@10 {test_ndcg:.4f} (full ranking {full_hr:.4f} / {full_ndcg:.4f}) | "
@@ -290,8 +313,8 @@ def _quiet_unstarted_trials() -> Iterator[None]:
         log.setLevel(level)
 
 
-def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | None = None
-                  ) -> OptunaSearch:
+def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | None = None,
+                  points: list[dict[str, Any]] | None = None) -> OptunaSearch:
     """The stage's searcher: OptunaSearch over its space (define-by-run, so conditional
     parameters work), told each trial's best-so-far score (`best_<metric>`), its recipes
     first. The sampler is TPE with the constant liar: a trial still running counts as a
@@ -303,20 +326,25 @@ def make_searcher(stage: spaces.Stage, sampler: optuna.samplers.BaseSampler | No
                                              n_startup_trials=stage.searcher.n_startup_trials,
                                              constant_liar=True)
     return OptunaSearch(space=stage.define_by_run, metric=f"best_{stage.metric}", mode="max",
-                        sampler=sampler, points_to_evaluate=stage.optuna_points() or None)
+                        sampler=sampler,
+                        points_to_evaluate=(stage.optuna_points() if points is None
+                                            else points) or None)
 
 
 def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], folder: str,
-               callbacks: list[tune.Callback], clock: tune.Stopper | None) -> tune.Tuner:
+               callbacks: list[tune.Callback], clock: tune.Stopper | None, per_epoch: int = 1,
+               points: list[dict[str, Any]] | None = None) -> tune.Tuner:
     """OptunaSearch (TPE) + ASHA (or FIFO) over the stage's space, trials under
-    folder/tune (a local folder or a storage URI)."""
-    searcher = make_searcher(stage)
+    folder/tune (a local folder or a storage URI). per_epoch: reports an epoch (more
+    than 1 on large data, sampling.reports_per_epoch); rungs count reports. points: the
+    recipes to start with (default: all the stage's; cost.py drops some)."""
+    searcher = make_searcher(stage, points=points)
     offset = 1 if stage.starts_pretrained else 0  # epoch 0 is a rung too (trainable.py)
     if stage.scheduler.type == "asha":
+        max_t = stage.max_epochs * per_epoch + offset
         scheduler = ASHAScheduler(time_attr="evaluations", metric=stage.metric, mode="max",
-                                  max_t=stage.max_epochs + offset,
-                                  grace_period=min(stage.scheduler.grace_period,
-                                                   stage.max_epochs + offset),
+                                  max_t=max_t,
+                                  grace_period=min(stage.scheduler.grace_period, max_t),
                                   reduction_factor=stage.scheduler.reduction_factor)
     else:
         scheduler = FIFOScheduler()
@@ -337,6 +365,24 @@ def _new_tuner(stage: spaces.Stage, trial_fn: Any, param_space: dict[str, Any], 
             failure_config=tune.FailureConfig(max_failures=2),  # retried from checkpoint
         ),
     )
+
+
+def _epoch(value: float) -> int | float:
+    """A reported epoch: whole, or fractional (2.3333) where a trial reported mid-epoch
+    (large data) or was cut by the time budget."""
+    value = float(value)
+    if value.is_integer():
+        return int(value)
+    return round(value, 4) if round(value, 4) % 1 else float(f"{value:.3g}")
+
+
+def _any_cut(grid: Any) -> bool:
+    """Whether a trial reported at the time budget's cut (trainable.REPORT_BY)."""
+    for res in grid:
+        df = res.metrics_dataframe
+        if df is not None and "cut" in df and df["cut"].astype(bool).any():
+            return True
+    return False
 
 
 def _scale(p: spaces.Param) -> str:
@@ -365,6 +411,7 @@ def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
         epochs_run = int(df["epoch"].max()) if len(df) else 0
         diverged = bool(len(df)) and bool(df["diverged"].iloc[-1])
         cut = ended is not None and trial_id not in ended and res.error is None
+        cut = cut or ("cut" in df and bool(len(df)) and bool(df["cut"].iloc[-1]))
         status = results.trial_status(res.error is not None, diverged, epochs_run,
                                       stage.max_epochs, cut_by_budget=cut)
         row = results.TrialRow(trial_id, status, epochs_run, None, None, None,
@@ -375,7 +422,7 @@ def _collect(grid: Any, stage: spaces.Stage, ended: set[str] | None
         clean = df[~df["diverged"].astype(bool)].iloc[::-1]
         if not clean.empty:
             top = clean.loc[clean[stage.metric].idxmax()]
-            row.best_epoch, row.val_hr, row.val_ndcg = int(top["epoch"]), float(top["hr"]), \
+            row.best_epoch, row.val_hr, row.val_ndcg = _epoch(top["epoch"]), float(top["hr"]), \
                 float(top["ndcg"])
             # A trial the time budget stopped while it reported can have figures and no
             # checkpoint (Tune raises for those): it is listed, not ranked.
@@ -416,7 +463,10 @@ def _best_config(top: ckpt.Checkpoint, stage: spaces.Stage) -> dict[str, Any]:
     # lr as the trial chose it: retrained at another --batch-size, it is scaled from here
     cfg = cfg.replace(lr_batch=cfg.lr_batch or cfg.batch_size)
     # threads: the trial's (trainable.py); bf16 on another count rounds differently
-    best_config = {**cfg.replace(epochs=top.epoch).to_dict(), "data": stage.data,
+    # A winner checkpointed mid-epoch (large data: a report is part of an epoch, or the
+    # budget's cut) trains to the end of that epoch.
+    epochs = top.epoch + (1 if top.metrics.get("part") or top.metrics.get("cut") else 0)
+    best_config = {**cfg.replace(epochs=epochs).to_dict(), "data": stage.data,
                    "threads": max(1, math.ceil(stage.cpu))}
     for k in ("pretrain_gmf", "pretrain_mlp"):
         if best_config[k] is None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ncf_tune import checkpoint, data, training
+from ncf_tune import cache, checkpoint, data, training
 from ncf_tune.cli import Parser, guarded, non_negative_float, positive_float, positive_int
 from ncf_tune.config import EVALS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 from ncf_tune.errors import NcfError
@@ -189,7 +189,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     keep_best = run_settings["keep"] == "best"
     resume = checkpoint.load(args.resume, expect_model=cfg.model) if "resume" in args else None
     started = time.perf_counter()
-    split = data.prepare(str(run_settings["data"]), seed=cfg.seed)
+    split = cache.prepare(str(run_settings["data"]), seed=cfg.seed)  # once per file and seed
     if resume is not None:
         check_resume(cfg, resume, args.resume, split)
     for note in split.notes:

@@ -9,6 +9,13 @@ Determinism: the epoch's negatives, batch order and dropout masks come from a
 generator seeded with (seed, epoch). Nothing random carries over from one epoch to the
 next except the weights and optimiser state, so a run resumed from an epoch-k
 checkpoint ends with the same weights as a run that never stopped.
+
+Large data: an epoch of more than `sampling.REPORT_POSITIVES` positives is trained in
+parts, each drawn in chunks (sampling.py's `EpochPlan`, seeded per (seed, epoch, chunk)),
+and validated and reported after each part: `on_epoch` is then called `parts` times an
+epoch, with `EpochResult.part`. A run resumed from a mid-epoch checkpoint goes on from
+the part after it, with the same weights as one that never stopped. ML-1M's epochs are
+one part: trained as before, bit for bit.
 """
 
 from __future__ import annotations
@@ -21,17 +28,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ncf_tune import als, fused, ranking
+from ncf_tune import als, eval_sample, fused, ranking
 from ncf_tune import checkpoint as ckpt
 from ncf_tune.config import TrainConfig
 from ncf_tune.data import EvalSet, IdMap, Split
 from ncf_tune.errors import NcfError
 from ncf_tune.metrics import from_ranks, positive_rank
 from ncf_tune.models import GMF, build
-from ncf_tune.sampling import EpochData, NegativeSampler
+from ncf_tune.sampling import EpochData, EpochPlan, NegativeSampler, chunk_seed, plan
 from ncf_tune.steps import make_step
 
 TOP_K = 10  # HR@10 and NDCG@10, as in the paper
+CUT_CHECK_STEPS = 16  # how often a run with a `Cut` looks at the clock (steps)
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -110,10 +118,56 @@ class EpochResult:
     sample_seconds: float
     train_seconds: float
     eval_seconds: float
+    # An epoch trained in parts (large data) reports after each: this is part `part` of
+    # `parts` of epoch `epoch`; the loss and seconds are the part's.
+    part: int = 1
+    parts: int = 1
+    # Reported at a time budget's cut (`Cut`): how much of part `part` was trained.
+    cut: float | None = None
 
     @property
     def diverged(self) -> bool:
         return self.epoch > 0 and not math.isfinite(self.loss)
+
+    @property
+    def progress(self) -> float:
+        """Epochs trained, fractional mid-epoch: 2.5 after half of the third epoch."""
+        if not self.epoch:
+            return 0.0
+        part = self.part if self.cut is None else self.part - 1 + self.cut
+        return self.epoch - 1 + part / self.parts
+
+    @property
+    def completed(self) -> int:
+        """Whole epochs trained when this was reported."""
+        return self.epoch if self.part == self.parts and self.cut is None else self.epoch - 1
+
+
+@dataclass
+class Cut:
+    """A time by which a run must have reported: a stage's time budget ends then
+    (stage.py). A run still short of its next report when the time comes stops
+    training early enough to score validation, reports what it has (`EpochResult.cut`)
+    and ends, so that a stage whose every report takes longer than its budget still
+    hands on a partly trained model instead of nothing.
+
+    at: the `time.time()` by which validation must start (the caller leaves room after
+    it for the checkpoint and the report). eval_rows: the (user, item) pairs a
+    validation scores; their time is guessed from the training steps' (a forward pass
+    is about a third of a step; a step of fewer than MIN_BATCH rows is counted as one of
+    MIN_BATCH, as its time is mostly overhead that validation's large chunks do not pay
+    per pair)."""
+
+    at: float
+    eval_rows: int
+    hit: float | None = None  # the share of the rows in hand trained when it was cut
+
+    MIN_BATCH = 1024
+
+    def due(self, steps: int, seconds: float, batch_size: int) -> bool:
+        """Whether to stop now, after `steps` steps of `batch_size` rows in `seconds`."""
+        per_row = seconds / max(steps * max(batch_size, self.MIN_BATCH), 1)
+        return time.time() + self.eval_rows * per_row / 3 >= self.at
 
 
 @dataclass
@@ -127,8 +181,11 @@ class TrainState:
     num_users: int
     num_items: int
     ids: IdMap | None = None  # the data's raw ids: every checkpoint carries them
+    part: int = 0  # parts of epoch `epoch` + 1 trained as well (an epoch in parts), else 0
 
     def save(self, path: str, metrics: dict[str, float] | None = None) -> None:
+        if self.part:  # where a resumed run goes on from, mid-epoch
+            metrics = {**(metrics or {}), "part": self.part}
         ckpt.save(path, self.model, self.optimizer, self.config, self.epoch, self.num_users,
                   self.num_items, metrics, self.ids)
 
@@ -153,13 +210,17 @@ EpochCallback = Callable[[EpochResult, TrainState], None]
 
 
 def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
-        on_epoch: EpochCallback | None = None, resume: ckpt.Checkpoint | None = None) -> FitResult:
+        on_epoch: EpochCallback | None = None, resume: ckpt.Checkpoint | None = None,
+        cut: Cut | None = None) -> FitResult:
     """Train `cfg.model` on `data` for `cfg.epochs` epochs, scoring validation each epoch.
 
     on_epoch: called after each epoch with its figures and the state to checkpoint.
     resume: a checkpoint of this config to continue from (its epoch onward).
     Returns the trained model and the per-epoch history. Stops early, after reporting
     it, on an epoch whose loss is NaN or inf (`FitResult.diverged`).
+
+    cut: a time by which to have reported; a run short of a report then reports what it
+    has and stops (`Cut`; the last `EpochResult.cut` says how far it got).
 
     A NeuMF built from pretrained GMF and MLP weights (`cfg.starts_pretrained`) is scored
     before it trains, as epoch 0: fine-tuning can make it worse (on the paper's ML-1M
@@ -174,12 +235,12 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
     torch.manual_seed(cfg.seed)
     model = build(cfg.model, data.num_users, data.num_items, cfg.factors, cfg.layers,
                   cfg.dropout, cfg.init_std, cfg.biases, cfg.dot_product)
-    start = 0
+    start, start_part = 0, 0
     if resume is None:
         ckpt.load_pretrained(model, cfg, data.num_users, data.num_items, data.ids)
     else:
         model.load_state_dict(resume.model_state)
-        start = resume.epoch
+        start, start_part = resume.epoch, int(resume.metrics.get("part", 0))
     model.to(device)
     optimizer = build_optimizer(model, cfg)
     if optimizer is not None and resume is not None and resume.optimizer_state is not None:
@@ -188,7 +249,10 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
             if "fused" in optimizer.defaults:
                 group["fused"] = optimizer.defaults["fused"]
 
-    run_epoch = _epoch_function(model, optimizer, cfg, data, device)
+    # ALS sweeps over the positives themselves: no negatives to draw
+    sampler = None if cfg.optimizer == "als" else NegativeSampler(
+        data.train_users, data.train_items, data.num_items, device)
+    run_epoch = _epoch_function(model, optimizer, cfg, data, sampler, cut)
     validation = _validation(cfg, data, device)
     result = FitResult(model, optimizer)
     if resume is None and cfg.starts_pretrained:
@@ -200,21 +264,29 @@ def fit(cfg: TrainConfig, data: Split, device: torch.device | str = "cpu",
         if on_epoch is not None:
             on_epoch(res, TrainState(model, optimizer, cfg, 0, data.num_users, data.num_items,
                                      data.ids))
+    plan_ = None if sampler is None else plan(len(sampler.users), cfg.num_negatives)
     for epoch in range(start, cfg.epochs):
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout masks
+        if plan_ is not None and not plan_.whole:
+            if not _fit_parts(model, optimizer, sampler, validation, cfg, data, device, epoch,
+                              plan_, start_part if epoch == start else 0, result, on_epoch,
+                              cut):
+                break
+            continue
+        gen = torch.Generator(device=device).manual_seed(chunk_seed(cfg.seed, epoch))
+        torch.manual_seed(chunk_seed(cfg.seed, epoch))  # dropout masks
         t0 = time.perf_counter()
         loss, sample_s = run_epoch(epoch, gen)
         t2 = time.perf_counter()
         hr, ndcg = validation(model)
         t3 = time.perf_counter()
+        hit = None if cut is None else cut.hit
         res = EpochResult(epoch + 1, loss, hr, ndcg, t3 - t0, sample_s, t2 - t0 - sample_s,
-                          t3 - t2)
+                          t3 - t2, cut=hit)
         result.history.append(res)
         if on_epoch is not None:
-            on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1, data.num_users,
+            on_epoch(res, TrainState(model, optimizer, cfg, res.completed, data.num_users,
                                      data.num_items, data.ids))
-        if res.diverged:
+        if res.diverged or hit is not None:
             break
     return result
 
@@ -223,7 +295,8 @@ EpochFunction = Callable[[int, torch.Generator], tuple[float, float]]
 
 
 def _epoch_function(model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    cfg: TrainConfig, data: Split, device: torch.device) -> EpochFunction:
+                    cfg: TrainConfig, data: Split, sampler: NegativeSampler | None,
+                    cut: Cut | None) -> EpochFunction:
     """How `fit` trains one epoch, set up once: epoch(0-based index, generator) ->
     (mean training loss, seconds spent drawing negatives). Fresh negatives and
     `train_epoch`, or for als one closed-form sweep over users and items (als.py)."""
@@ -232,24 +305,86 @@ def _epoch_function(model: nn.Module, optimizer: torch.optim.Optimizer | None,
         sweep = als.Sweeper(model, data.train_users, data.train_items, cfg.unobserved_weight,
                             cfg.embedding_l2)
         return lambda epoch, generator: (sweep(), 0.0)
-    assert optimizer is not None
-    sampler = NegativeSampler(data.train_users, data.train_items, data.num_items, device)
+    assert optimizer is not None and sampler is not None
 
     def epoch_fn(epoch: int, generator: torch.Generator) -> tuple[float, float]:
         t0 = time.perf_counter()
         rows = sampler.epoch(cfg.num_negatives, generator)
         sample_s = time.perf_counter() - t0
-        return train_epoch(model, optimizer, rows, cfg, epoch, generator), sample_s
+        return train_epoch(model, optimizer, rows, cfg, epoch, generator, cut=cut), sample_s
 
     return epoch_fn
 
 
+def _fit_parts(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: NegativeSampler,
+               validation: Callable[[nn.Module], tuple[float, float]], cfg: TrainConfig,
+               data: Split, device: torch.device, epoch: int, cut_plan: EpochPlan,
+               first_part: int,
+               result: FitResult, on_epoch: EpochCallback | None,
+               deadline: Cut | None = None) -> bool:
+    """Epoch `epoch` (0-based) of a large split, part by part from `first_part`: each
+    part's chunks drawn and trained in turn (sampling.py's rule), then validated and
+    reported. Returns False when a part diverged or `deadline` cut it (the run stops)."""
+    gen = torch.Generator(device=device).manual_seed(chunk_seed(cfg.seed, epoch))
+    order = sampler.permutation(gen)
+    # Compiled steps when the whole run pays for them, as for an epoch drawn whole.
+    run_steps = cfg.epochs * (cut_plan.positives * (1 + cfg.num_negatives) // cfg.batch_size)
+    for part in range(first_part, cut_plan.parts):
+        t0 = time.perf_counter()
+        sample_s, total, rows = 0.0, 0.0, 0
+        for chunk in cut_plan.chunks_of(part):
+            seed = chunk_seed(cfg.seed, epoch, chunk)
+            gen = torch.Generator(device=device).manual_seed(seed)
+            torch.manual_seed(seed)  # dropout masks
+            lo, hi = cut_plan.chunk_bounds(chunk)
+            ts = time.perf_counter()
+            chunk_rows = sampler.chunk(order[lo:hi], cfg.num_negatives, gen)
+            sample_s += time.perf_counter() - ts
+            loss = train_epoch(model, optimizer, chunk_rows, cfg, epoch, gen,
+                               start=lo / cut_plan.positives, span=(hi - lo) / cut_plan.positives,
+                               run_steps=run_steps, cut=deadline)
+            trained = len(chunk_rows)
+            if deadline is not None and deadline.hit is not None:
+                trained = round(trained * deadline.hit)
+                per = cut_plan.chunks // cut_plan.parts
+                deadline.hit = (chunk - cut_plan.chunks_of(part).start + deadline.hit) / per
+            total += loss * trained
+            rows += trained
+            del chunk_rows
+            if deadline is not None and deadline.hit is not None:
+                break
+        t2 = time.perf_counter()
+        hr, ndcg = validation(model)
+        t3 = time.perf_counter()
+        hit = None if deadline is None else deadline.hit
+        res = EpochResult(epoch + 1, total / max(rows, 1), hr, ndcg, t3 - t0, sample_s,
+                          t2 - t0 - sample_s, t3 - t2, part=part + 1, parts=cut_plan.parts, cut=hit)
+        result.history.append(res)
+        if on_epoch is not None:
+            done = part + 1 == cut_plan.parts and hit is None
+            whole_parts = part if hit is not None else part + 1
+            on_epoch(res, TrainState(model, optimizer, cfg, epoch + 1 if done else epoch,
+                                     data.num_users, data.num_items, data.ids,
+                                     part=0 if done else whole_parts))
+        if res.diverged or hit is not None:
+            return False
+    return True
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochData,
-                cfg: TrainConfig, epoch: int, generator: torch.Generator) -> float:
+                cfg: TrainConfig, epoch: int, generator: torch.Generator,
+                start: float = 0.0, span: float = 1.0, run_steps: int | None = None,
+                cut: Cut | None = None) -> float:
     """Epoch `epoch` (0-based) over `rows` in a random order, in batches of
     `cfg.batch_size`, stepping the learning rate each batch; each batch is one step of
     steps.py (the MF step by hand or autograd's, fused or eager). Returns the mean
-    classification loss (without the L2 terms; NaN if diverged)."""
+    classification loss (without the L2 terms; NaN if diverged).
+
+    A chunk of an epoch in chunks: `rows` are that chunk's, which starts `start` into
+    the epoch and spans `span` of it (the learning rate follows), and `run_steps` is
+    the whole run's number of full batches (whether to compile the step). cut: stop
+    when it is due (`Cut`), setting its `hit` to the share of `rows` trained; the loss is
+    then the mean over those."""
     model.train()
     # Shuffle once, then every batch is a contiguous slice: no gather per batch.
     perm = torch.randperm(len(rows), device=rows.users.device, generator=generator)
@@ -261,16 +396,26 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, rows: EpochD
     scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
     # Fused (compiled) steps when the whole run has enough full batches to pay for
     # compiling them; see fused.py.
-    fuse = fused.wanted(users.device, cfg.epochs * (len(users) // cfg.batch_size),
-                        tower=hasattr(model, "distinct_logits_and_norms"))
+    if run_steps is None:
+        run_steps = cfg.epochs * (len(users) // cfg.batch_size)
+    fuse = fused.wanted(users.device, run_steps, tower=hasattr(model, "distinct_logits_and_norms"))
+    wide = users.dtype == torch.int64  # a chunk's int32 ids are widened batch by batch
     train_step = make_step(model, optimizer, cfg, fuse)
+    began = time.perf_counter()
     for step in range(steps):
+        if cut is not None and step and step % CUT_CHECK_STEPS == 0 \
+                and cut.due(step, time.perf_counter() - began, cfg.batch_size):
+            cut.hit = step / steps
+            return (total / (step * cfg.batch_size)).item()
         if scheduled:
-            lr = learning_rate(cfg, epoch + step / steps)
+            lr = learning_rate(cfg, epoch + start + span * step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
-        loss = train_step(users[batch], items[batch], labels[batch])
+        if wide:
+            loss = train_step(users[batch], items[batch], labels[batch])
+        else:
+            loss = train_step(users[batch].long(), items[batch].long(), labels[batch])
         total += loss * len(labels[batch])  # no .item() per batch: no device sync
     return (total / len(users)).item()
 
@@ -279,8 +424,11 @@ def _validation(cfg: TrainConfig, data: Split, device: torch.device | str
                 ) -> Callable[[nn.Module], tuple[float, float]]:
     """The per-epoch validation score, set up once: sampled or full ranking."""
     if cfg.eval == "full":
-        return ranking.FullRanking(data, "validation", device)
-    validation = to_device(data.validation, device)
+        return ranking.FullRanking(data, "validation", device,
+                                   max_users=eval_sample.VALIDATION_USERS)
+    validation = to_device(eval_sample.user_sample(data.validation,
+                                                   eval_sample.VALIDATION_USERS, data.seed),
+                           device)
     return lambda model: evaluate(model, validation)
 
 
@@ -338,5 +486,7 @@ def evaluate_full(model: nn.Module, split: Split, which: str = "test",
     """Full-ranking HR@10 and NDCG@10 of `model` on the split's "validation" or "test"
     users: each held-out item ranked against every item the user never interacted with
     (for the test item, the validation item is left out too: a known positive). See
-    ranking.py. `model` must already be on `device`."""
-    return ranking.FullRanking(split, which, device)(model, TOP_K)
+    ranking.py. `model` must already be on `device`. On more than
+    `eval_sample.FULL_RANKING_USERS` users, on a seeded sample of that many."""
+    return ranking.FullRanking(split, which, device,
+                               max_users=eval_sample.FULL_RANKING_USERS)(model, TOP_K)

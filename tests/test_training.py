@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ncf_tune import checkpoint, data, mf_sgd, models, training
+from ncf_tune import checkpoint, data, mf_sgd, models, sampling, training
 from ncf_tune.config import TrainConfig
 from ncf_tune.errors import NcfError
 from ncf_tune.steps import make_step
@@ -266,3 +266,55 @@ def test_one_plain_sgd_step_at_twice_the_batch_moves_rows_as_two_steps_do():
     scale = moved(two).abs().max()
     assert (moved(one) - moved(two)).abs().max() < 0.05 * scale
     assert (moved(unscaled) - moved(two)).abs().max() > 0.3 * scale  # half as far
+
+
+def test_a_large_epoch_reports_in_parts_deterministically_and_resumes_mid_epoch(
+        ratings_file, tmp_path, monkeypatch):
+    # A small split made "large": reports every 200 positives instead of every 2^20.
+    monkeypatch.setenv("NCF_TUNE_REPORT_POSITIVES", "200")
+    split = tiny_split(ratings_file)
+    cfg = CFG.replace(epochs=2, lr_schedule="cosine")
+    parts = math.ceil(len(split.train_users) / 200)
+    assert parts > 2
+    seen = []
+
+    def keep(res, state):
+        seen.append(res)
+        state.save(str(tmp_path / f"{res.epoch}-{res.part}.pt"), {"ndcg": res.ndcg})
+
+    full = training.fit(cfg, split, on_epoch=keep)
+    assert [(r.epoch, r.part) for r in seen] == [(e, p) for e in (1, 2)
+                                                  for p in range(1, parts + 1)]
+    assert seen[parts - 1].progress == 1.0 and 1 < seen[parts].progress < 2
+    assert seen[-1].loss < seen[0].loss
+    again = training.fit(cfg, split)
+    a, b = full.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A checkpoint mid-way through epoch 2 goes on from the part after it.
+    ck = checkpoint.load(tmp_path / "2-2.pt")
+    assert ck.epoch == 1 and ck.metrics["part"] == 2
+    resumed = training.fit(cfg, split, resume=ck)
+    assert [(r.epoch, r.part) for r in resumed.history] == [(2, p) for p in
+                                                            range(3, parts + 1)]
+    b = resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("parts", [False, True], ids=["epoch whole", "epoch in parts"])
+def test_a_run_past_its_cut_reports_what_it_has_and_stops(ratings_file, monkeypatch, parts):
+    monkeypatch.setenv("NCF_TUNE_COMPILE", "off")  # short: not worth compiling
+    if parts:
+        monkeypatch.setenv("NCF_TUNE_REPORT_POSITIVES", "400")
+    split = tiny_split(ratings_file)
+    seen = []
+    # A cut already due: the run trains its first CUT_CHECK_STEPS batches, then reports.
+    cut = training.Cut(at=0.0, eval_rows=len(split.validation) * 100)
+    result = training.fit(CFG.replace(batch_size=8), split, cut=cut,
+                          on_epoch=lambda r, s: seen.append((r, s.epoch, s.part)))
+    assert len(seen) == 1 == len(result.history)
+    res, epoch, part = seen[0]
+    lo, hi = sampling.plan(len(split.train_users), 4).chunk_bounds(0)  # the first chunk
+    steps = math.ceil((hi - lo) * 5 / 8)
+    assert res.cut == pytest.approx(training.CUT_CHECK_STEPS / steps)
+    assert 0 < res.progress < 1 and res.completed == 0 and (epoch, part) == (0, 0)
+    assert math.isfinite(res.loss) and 0 <= res.hr <= 1
