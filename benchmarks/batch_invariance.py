@@ -5,10 +5,11 @@
 
 Takes the first recipe trained in batches (searcher.points_to_evaluate; ALS skipped) of
 a shipped space file with the file's fixed params, sets `lr_batch` to the recipe's own
-batch size, and trains it at each --batches size with nothing else changed (training.batch_lr scales lr: linearly for SGD,
-by the square root for Adam). The cosine schedule ends at --epochs. Prints one JSON line
-per batch size (best validation NDCG@10 and HR@10, their epochs, seconds per epoch) and
-a last line with the largest gap in best NDCG@10 against the first batch size.
+batch size, and trains it at each --batches size with nothing else changed
+(training.batch_lr scales lr: linearly for SGD, by the square root for Adam). The cosine
+schedule ends at --epochs. Prints one JSON line per batch size (best validation NDCG@10
+and HR@10, their epochs, seconds per epoch, the curve) and a last line with the largest
+gap in best NDCG@10 against the first batch size.
 
 On a GPU (`--device cuda --epochs 2 --batches 65536`) it times the recipes' epochs
 (gpu_check.sh). Goals for batch invariance: the GMF recipe within 0.005 over 12 epochs, the
