@@ -80,9 +80,7 @@ def test_a_disk_that_fills_mid_stage_is_one_line_and_resume_goes_on(tmp_path, ra
     stage = disk / "e" / "gmf"
     assert line.startswith(f"{stage}: no space left") and "--resume" in line
     assert "\n" not in line
-    console = capfd.readouterr()
-    assert "Trial task failed" not in console.err  # Tune's tracebacks: not on our console
-    assert "OSError: [Errno 28]" in console.out  # the console's own line for a failed trial
+    assert "Trial task failed" not in capfd.readouterr().err  # no traceback from Tune
     # Nothing of the stage's results, whole or half: only Tune's state and the marker.
     assert sorted(p.name for p in stage.iterdir()) == ["search.json", "tune"]
     assert sorted(p.name for p in (disk / "e").iterdir()) == [".lock", "gmf"]
