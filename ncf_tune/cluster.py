@@ -43,6 +43,9 @@ TUNE_ENV = {
     # search would not rerun them. Without it, Ctrl-C (and SIGTERM, below) leave Tune's
     # state as its last snapshot, just like a killed driver, and --resume picks up there.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    # Tune logs each failed trial as an ERROR with its whole traceback; the console
+    # prints one line of its own instead, with the traceback's path (console.py).
+    "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
 }
 
 

@@ -112,8 +112,8 @@ def run_stage(stage: spaces.Stage, split: data.Split, exp_dir: Path,
         tuner = tune.Tuner.restore(tune_dir, trainable=trial_fn, resume_errored=True,
                                    param_space=param_space)
         _set_restored(tuner, [printer, watch])
-        # Trials that ended before the interrupt (ASHA, completed, failed) ended on their
-        # own: the budget cannot have cut them.
+        # Trials that ended before the interrupt (ASHA, completed) ended on their own:
+        # the budget cannot have cut them.
         printer.ended |= _ended_before(tune_dir)
         write_text_atomic(marker, json.dumps({**before, "budget_s": budget_s}) + "\n")
     else:
@@ -290,13 +290,13 @@ def _set_restored(tuner: tune.Tuner, callbacks: list[tune.Callback]) -> None:
 
 
 def _ended_before(tune_dir: str) -> set[str]:
-    """Ids of the trials an interrupted search had already ended (finished, stopped by
-    ASHA, or failed for good), read from Tune's saved state."""
+    """Ids of the trials an interrupted search had already ended (finished or stopped by
+    ASHA), read from Tune's saved state. Not the failed ones: --resume runs them again."""
     try:
         trials = tune.ExperimentAnalysis(tune_dir).trials
     except Exception:  # no readable state: nothing is known to have ended
         return set()
-    return {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+    return {t.trial_id for t in trials if t.status == "TERMINATED"}
 
 
 @contextlib.contextmanager

@@ -67,7 +67,8 @@ def ray_filling(small_disk):
 
 
 @pytest.mark.slow
-def test_a_disk_that_fills_mid_stage_is_one_line_and_resume_goes_on(tmp_path, ray_filling):
+def test_a_disk_that_fills_mid_stage_is_one_line_and_resume_goes_on(tmp_path, ray_filling,
+                                                                    capfd):
     disk = ray_filling
     ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=80, num_items=120))
     space = tmp_path / "gmf.yaml"
@@ -79,6 +80,7 @@ def test_a_disk_that_fills_mid_stage_is_one_line_and_resume_goes_on(tmp_path, ra
     stage = disk / "e" / "gmf"
     assert line.startswith(f"{stage}: no space left") and "--resume" in line
     assert "\n" not in line
+    assert "Trial task failed" not in capfd.readouterr().err  # no traceback from Tune
     # Nothing of the stage's results, whole or half: only Tune's state and the marker.
     assert sorted(p.name for p in stage.iterdir()) == ["search.json", "tune"]
     assert sorted(p.name for p in (disk / "e").iterdir()) == [".lock", "gmf"]
