@@ -21,9 +21,9 @@ A stage with a time budget puts its end in every trial's config (REPORT_BY, a
 `time.time()`): a trial that has not reported yet when that comes near scores what it
 has, reports it with `cut` set and ends (training.Cut), so a stage whose reports all
 take longer than its budget still hands on a model (one that has reported is left to
-the budget, as before). One started after that trains its first few batches
-(training.CUT_CHECK_STEPS) and reports them: a trial that ends without a report is an
-error to ASHA.
+the budget, as before). One started after that is not cut: it trains until the budget
+stops it, as every trial did before (cutting it would end it after a few batches, and
+the searcher would start trial after trial in the last seconds).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def train_ncf(config: dict[str, Any], data: Split) -> None:
     cfg = TrainConfig.from_dict({k: v for k, v in config.items()
                                  if "@" not in k and k != REPORT_BY}, where="trial config")
     cut = None if tune.get_checkpoint() is not None else _cut(config.get(REPORT_BY), data)
+    if cut is not None and time.time() >= cut.at:
+        cut = None  # started after the cut: trains until the budget stops it, as before
     # Ray gives each trial its CPUs and, with gpu > 0, a GPU: use that many torch threads,
     # and that GPU alone (placement.py), at a GPU-sized batch.
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
