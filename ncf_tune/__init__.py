@@ -12,7 +12,8 @@ nor Ray):
 - `run_chain(space, ...)`: the search; one `StageSummary` per stage, upstream first.
 - `TrainConfig`: every hyperparameter of one training run, typed and validated.
 - `load(path)`: a checkpoint (model, config, metrics, the data's ids).
-- `recommend(checkpoint, interactions, users, k)`: each user's top-k unseen items.
+- `ncf_tune.recommend.recommend(checkpoint, interactions, users, k)`: each user's top-k
+  unseen items (a module of its own, as `ncf_tune.search` and `ncf_tune.train` are).
 - `NcfError`: the one-line error every bad input raises.
 
 The command lines: `ncf-tune search|train|recommend ...`, or `python -m ncf_tune.search`
@@ -34,7 +35,6 @@ _PUBLIC = {  # name -> (module, attribute)
     "run_chain": ("ncf_tune.chain", "run_chain"),
     "TrainConfig": ("ncf_tune.config", "TrainConfig"),
     "load": ("ncf_tune.checkpoint", "load"),
-    "recommend": ("ncf_tune.recommend", "recommend"),
     "NcfError": ("ncf_tune.errors", "NcfError"),
 }
 __all__ = ["__version__", *_PUBLIC]
