@@ -90,6 +90,9 @@ def fitting_points(stage: spaces.Stage, param_space: dict[str, Any], split: Spli
         except Exception:  # noqa: BLE001 - an estimate: a recipe it cannot build is kept
             kept.append(i)
             continue
+        if cfg.optimizer == "als":  # no batches to time: a sweep is kept (seconds on ML-1M)
+            kept.append(i)
+            continue
         seconds = first_report_seconds(cfg, split, sampler, max(1, math.ceil(stage.cpu)))
         if seconds > SLACK * budget_s:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
