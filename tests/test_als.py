@@ -190,3 +190,16 @@ scheduler: {{type: none}}
     assert ck.config.optimizer == summary.best_config["optimizer"]
     report = (tmp_path / "results" / "exp" / "report.md").read_text()
     assert "- gmf over popularity" in report
+
+
+def test_a_budgeted_gmf_stage_keeps_its_als_recipe_without_timing_batches(split, tmp_path):
+    from pathlib import Path
+
+    from ncf_tune import cost, spaces
+
+    shipped = Path(__file__).resolve().parent.parent / "search_spaces" / "gmf.yaml"
+    stage = spaces.parse(shipped)
+    assert stage.searcher.points_to_evaluate[0]["optimizer"] == "als"
+    kept, dropped = cost.fitting_points(stage, stage.fixed_space(), split, budget_s=60.0)
+    assert 0 in kept  # kept, not timed as batches (which crashed: ALS has no optimiser)
+    assert len(kept) + len(dropped) == len(stage.searcher.points_to_evaluate)
