@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import make_ratings, write_dat
 
-from ncf_tune import checkpoint, cluster, console, data, search, training
+from ncf_tune import checkpoint, cluster, console, data, search, spaces, training
 from ncf_tune.errors import NcfError
 
 GMF = """
@@ -290,24 +290,36 @@ def test_a_second_search_on_the_same_experiment_is_refused(chain):
                              experiment="exp")
 
 
-def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local):
+def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local, capsys):
     """search_spaces/neumf.yaml as shipped, on tiny data, one epoch: `--num-samples 2` runs
-    exactly the two recipes each file lists, and NeuMF is built from both of each."""
+    exactly the first two recipes each file lists (NeuMF's at the two best-scored mixes),
+    and NeuMF is built from both winners of each upstream stage."""
     ratings = write_dat(tmp_path / "ratings.dat", make_ratings(num_users=60, num_items=150))
     space = Path(__file__).resolve().parent.parent / "search_spaces" / "neumf.yaml"
+    gmf_stage, mlp_stage, _ = spaces.load_chain(space)
     summaries = search.run_chain(space, data_source=str(ratings), results_dir=tmp_path,
                                  experiment="shipped", num_samples=2, max_epochs=1)
     tried = {stage: rows(tmp_path / "shipped" / stage / "trials.csv")
              for stage in ("gmf", "mlp", "neumf")}
-    assert sorted(int(r["factors"]) for r in tried["gmf"]) == [64, 128]
-    assert sorted((r["layers"], int(r["num_negatives"])) for r in tried["mlp"]) == [
-        ("256,128,64", 16), ("512,256,128", 8)]
-    assert sorted(float(r["alpha"]) for r in tried["neumf"]) == [0.6, 0.7]
+    gmf_recipes = gmf_stage.searcher.points_to_evaluate[:2]
+    assert sorted((r["optimizer"], int(r["factors"])) for r in tried["gmf"]) == sorted(
+        (p["optimizer"], p["factors"]) for p in gmf_recipes)
+    mlp_recipes = mlp_stage.searcher.points_to_evaluate[:2]
+    assert sorted((r["layers"], int(r["num_negatives"])) for r in tried["mlp"]) == sorted(
+        (p["layers"], p["num_negatives"]) for p in mlp_recipes)
+    seeded = re.search(r"\[neumf\] scored 21 mixes .* recipes start at alpha (.*)",
+                       capsys.readouterr().out)
+    assert seeded, "the NeuMF stage did not score its mixes before training"
+    best_alphas = [float(a) for a in re.findall(r"([0-9.]+) \(NDCG", seeded.group(1))]
+    assert sorted(float(r["alpha"]) for r in tried["neumf"]) == pytest.approx(
+        sorted(best_alphas), abs=1e-3)
     gmf, mlp, neumf = (s.best_config for s in summaries)
-    assert (gmf["embedding_l2"], gmf["optimizer"]) == (0.0025, "sgd")
+    assert gmf["optimizer"] in {p["optimizer"] for p in gmf_recipes}
     assert gmf["dot_product"] and gmf["biases"]
     assert mlp["embedding_l2"] == 0.01 and mlp["precision"] == neumf["precision"] == "bf16"
     # pretrain_top: 2: NeuMF is both GMFs and both MLPs side by side.
-    assert (neumf["factors"], neumf["layers"]) == (64 + 128, [256 + 512, 128 + 256, 64 + 128])
+    assert neumf["factors"] == sum(p["factors"] for p in gmf_recipes)
+    widths = [[int(w) for w in p["layers"].split(",")] for p in mlp_recipes]
+    assert neumf["layers"] == [sum(column) for column in zip(*widths)]
     assert len(neumf["pretrain_gmf"]) == len(neumf["pretrain_mlp"]) == 2
     assert neumf["biases"] and neumf["lr"] == 1e-5
