@@ -320,6 +320,6 @@ def test_the_shipped_spaces_run_their_recipes_first(tmp_path, ray_local, capsys)
     # pretrain_top: 2: NeuMF is both GMFs and both MLPs side by side.
     assert neumf["factors"] == sum(p["factors"] for p in gmf_recipes)
     widths = [[int(w) for w in p["layers"].split(",")] for p in mlp_recipes]
-    assert neumf["layers"] == [sum(column) for column in zip(*widths)]
+    assert neumf["layers"] == [sum(column) for column in zip(*widths, strict=True)]
     assert len(neumf["pretrain_gmf"]) == len(neumf["pretrain_mlp"]) == 2
     assert neumf["biases"] and neumf["lr"] == 1e-5
